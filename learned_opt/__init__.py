@@ -1,0 +1,13 @@
+"""learned_opt: learned optimizers in JAX, meta-trained and exported as optax transformations."""
+
+from learned_opt.io import load as load
+from learned_opt.io import save as save
+from learned_opt.optimizers import LearnedOptimizer as LearnedOptimizer
+from learned_opt.optimizers import LearnedRule as LearnedRule
+from learned_opt.optimizers import LearnedRuleState as LearnedRuleState
+from learned_opt.optimizers import LSTMOptimizer as LSTMOptimizer
+from learned_opt.optimizers import LSTMOptimizerState as LSTMOptimizerState
+from learned_opt.optimizers import MetaLSTMOptimizer as MetaLSTMOptimizer
+from learned_opt.optimizers import MetaLSTMState as MetaLSTMState
+
+__version__ = "0.1.0"
