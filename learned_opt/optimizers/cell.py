@@ -21,7 +21,9 @@ def init_lstm_params(key: jax.Array, input_size: int, hidden_size: int) -> dict[
     Weights are uniform in ``±1/sqrt(hidden)`` and the forget-gate bias starts at 1.
     """
     bound = 1.0 / jnp.sqrt(hidden_size)
-    w = jax.random.uniform(key, (input_size + hidden_size, 4 * hidden_size), jnp.float32, -bound, bound)
+    w = jax.random.uniform(
+        key, (input_size + hidden_size, 4 * hidden_size), jnp.float32, -bound, bound
+    )
     b = jnp.zeros((4 * hidden_size,), jnp.float32).at[hidden_size : 2 * hidden_size].set(1.0)
     return {"w": w, "b": b}
 

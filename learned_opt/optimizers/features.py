@@ -59,10 +59,14 @@ class LossStats(NamedTuple):
 
 
 def init_loss_stats() -> LossStats:
-    return LossStats(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+    return LossStats(
+        jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+    )
 
 
-def loss_feature(stats: LossStats, loss: jax.Array, decay: float = 0.9) -> tuple[jax.Array, LossStats]:
+def loss_feature(
+    stats: LossStats, loss: jax.Array, decay: float = 0.9
+) -> tuple[jax.Array, LossStats]:
     """A loss input invariant to the loss's scale and offset.
 
     The feature is the loss's z-score against running (EMA) statistics of the losses seen so far,

@@ -132,7 +132,9 @@ class MetaLSTMOptimizer(LearnedOptimizer):
         if self.use_loss:
             lf, loss_stats = features.loss_feature(loss_stats, loss)
             inputs.append(jnp.broadcast_to(lf, (g.shape[0], 1)))
-        carry = cell.lstm_step(meta_params["lstm"], jnp.concatenate(inputs, axis=-1), carry=state.lstm)
+        carry = cell.lstm_step(
+            meta_params["lstm"], jnp.concatenate(inputs, axis=-1), carry=state.lstm
+        )
 
         def gate(p, previous):
             return jax.nn.sigmoid(
