@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -40,7 +41,7 @@ def to_bytes(optimizer: LearnedOptimizer, meta_params: MetaParams) -> bytes:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "architecture": type(optimizer).__name__,
-        "config": optimizer.config(),
+        "config": json.loads(json.dumps(optimizer.config())),  # tuples -> lists
         "meta_params": serialization.to_state_dict(jax.tree.map(np.asarray, meta_params)),
     }
     return serialization.msgpack_serialize(payload)
@@ -86,6 +87,10 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> tuple[LearnedOptimizer, 
             f"format version {version} is not supported by this learned_opt (reads version "
             f"{FORMAT_VERSION}); re-save it with a matching learned_opt release"
         )
+    if not isinstance(payload.get("config"), dict) or not isinstance(
+        payload.get("meta_params"), dict
+    ):
+        raise fail("malformed file: 'config' and 'meta_params' must be maps")
     try:
         cls = architecture(str(payload["architecture"]))
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()}

@@ -34,10 +34,19 @@ def init_carry(num_coordinates: int, hidden_size: int) -> LSTMCarry:
 
 
 def lstm_step(params: dict[str, jax.Array], x: jax.Array, carry: LSTMCarry) -> LSTMCarry:
-    """One LSTM step for every coordinate: ``x`` is ``(N, input)``, the carry ``(N, hidden)``."""
+    """One LSTM step for every coordinate: ``x`` is ``(N, input)``, the carry ``(N, hidden)``.
+
+    Each gate is its own ``(N, input + hidden) @ (input + hidden, hidden)`` matmul over the
+    whole model. On CPU this is several times faster than one fused matmul followed by column
+    slices (XLA then copies the slices), forward and, above all, backward.
+    """
     hidden = carry.h.shape[-1]
-    gates = jnp.concatenate([x, carry.h], axis=-1) @ params["w"] + params["b"]
-    i, f, g, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    xh = jnp.concatenate([x, carry.h], axis=-1)
+    w, b = params["w"], params["b"]
+    i, f, g, o = (
+        xh @ w[:, k * hidden : (k + 1) * hidden] + b[None, k * hidden : (k + 1) * hidden]
+        for k in range(4)
+    )
     c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return LSTMCarry(h, c)

@@ -84,7 +84,9 @@ def loss_feature(
     loss = jnp.asarray(loss, jnp.float32)
     first = stats.count == 0
     mean = jnp.where(first, loss, stats.mean)
-    scale = jnp.sqrt(stats.var) + 1e-7 * jnp.abs(mean) + 1e-30
+    positive = stats.var > 0  # sqrt has an infinite derivative at 0: keep it out of the graph
+    std = jnp.where(positive, jnp.sqrt(jnp.where(positive, stats.var, 1.0)), 0.0)
+    scale = std + 1e-7 * jnp.abs(mean) + 1e-30
     feature = jnp.where(first, 0.0, jnp.clip((loss - mean) / scale, -5.0, 5.0))
     delta = loss - mean
     new_mean = mean + (1.0 - decay) * delta

@@ -106,7 +106,7 @@ class LearnedRule(LearnedOptimizer):
         del loss
         g = _trees.ravel(grads)
         theta = _trees.ravel(params)
-        decays = jnp.asarray(self.decays, jnp.float32)
+        decays = jnp.asarray(self.decays, jnp.float32)[None, :]
         count = state.count + 1
         momenta = decays * state.momenta + (1.0 - decays) * g[:, None]
         nu = self.rms_decay * state.nu + (1.0 - self.rms_decay) * g**2

@@ -137,6 +137,7 @@ class LSTMOptimizer(LearnedOptimizer):
             carry = cell.lstm_step(layer_params, x, carry)
             layers.append(carry)
             x = carry.h
-        out = (x @ meta_params["out"]["w"] + meta_params["out"]["b"])[:, 0] * self.output_scale
+        out = (x @ meta_params["out"]["w"])[:, 0] + meta_params["out"]["b"][0]
+        out = out * self.output_scale
         new_state = LSTMOptimizerState(tuple(layers), momentum, loss_stats, state.spec)
         return _trees.unravel(out, state.spec), new_state

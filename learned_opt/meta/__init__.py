@@ -1,0 +1,1 @@
+"""Meta-training: unrolled inner training, gradient estimators, the trainer, checkpoints."""

@@ -1,0 +1,264 @@
+"""The meta-training loop: one jitted meta-step over a (sharded) batch of tasks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from learned_opt.meta import checkpoint as checkpoint_lib
+from learned_opt.meta.estimators import PES, TruncatedBackprop
+from learned_opt.optimizers.base import LearnedOptimizer
+
+if TYPE_CHECKING:
+    from learned_opt.tasks.base import TaskFamily
+
+PyTree = Any
+TASK_AXIS = "tasks"
+
+
+class MetaTrainState(NamedTuple):
+    """Everything a meta-training run needs to continue.
+
+    Attributes:
+        meta_params: the learned optimizer's weights.
+        meta_opt_state: the meta-optimizer's state.
+        estimator_state: the inner runs (leading task axis, sharded over devices).
+        key: PRNG key for the next meta-step.
+        step: meta-steps taken, int32.
+    """
+
+    meta_params: PyTree
+    meta_opt_state: optax.OptState
+    estimator_state: Any
+    key: jax.Array
+    step: jax.Array
+
+
+class MetaTrainer:
+    """Meta-trains a learned optimizer on a task family.
+
+    One meta-step advances ``num_tasks`` inner training runs (a ``vmap`` over the task axis,
+    sharded over every device of ``mesh``) by one truncated segment, estimates the
+    meta-gradient, and applies the meta-optimizer, all under one ``jit``. Tasks whose meta-loss
+    or meta-gradient is not finite are left out of the average and reset; if no task is finite
+    the meta-parameters are left unchanged. ``metrics["nonfinite_tasks"]`` counts them.
+
+    Args:
+        optimizer: the learned optimizer to train.
+        family: the task family to train on.
+        estimator: ``TruncatedBackprop(...)`` (default) or ``PES(...)``.
+        meta_optimizer: any optax transformation (default ``optax.adam(1e-3)``).
+        num_tasks: inner runs per meta-step; a multiple of the number of devices.
+        clip_norm: clip the meta-gradient to this global norm (``None`` disables).
+        mesh: a one-axis ``jax.sharding.Mesh`` named ``"tasks"``; defaults to all devices.
+
+    Example:
+        >>> import jax, optax
+        >>> import learned_opt as lo
+        >>> trainer = lo.MetaTrainer(
+        ...     lo.LSTMOptimizer(hidden_size=4), lo.tasks.Quadratic(dim=3),
+        ...     lo.TruncatedBackprop(unroll_length=5, horizon=10), num_tasks=2)
+        >>> state = trainer.init(jax.random.key(0))
+        >>> state, metrics = trainer.step(state)
+        >>> int(state.step), sorted(metrics)[:2]
+        (1, ['grad_norm', 'inner_loss'])
+
+    References:
+        Andrychowicz et al., "Learning to learn by gradient descent by gradient descent", 2016.
+    """
+
+    def __init__(
+        self,
+        optimizer: LearnedOptimizer,
+        family: TaskFamily,
+        estimator: TruncatedBackprop | PES | None = None,
+        meta_optimizer: optax.GradientTransformation | None = None,
+        *,
+        num_tasks: int = 8,
+        clip_norm: float | None = 1.0,
+        mesh: jax.sharding.Mesh | None = None,
+    ):
+        self.optimizer = optimizer
+        self.family = family
+        self.estimator = estimator if estimator is not None else TruncatedBackprop()
+        meta_optimizer = meta_optimizer if meta_optimizer is not None else optax.adam(1e-3)
+        if clip_norm is not None:
+            meta_optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), meta_optimizer)
+        self.meta_optimizer = meta_optimizer
+        self.clip_norm = clip_norm
+        if mesh is None:
+            mesh = jax.make_mesh(
+                (jax.device_count(),), (TASK_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+            )
+        self.mesh = mesh
+        devices = self.mesh.shape[TASK_AXIS]
+        if num_tasks < 1 or num_tasks % devices:
+            raise ValueError(
+                f"num_tasks: expected a positive multiple of the {devices} devices in the mesh, "
+                f"got {num_tasks}"
+            )
+        self.num_tasks = num_tasks
+        self._tasks = NamedSharding(self.mesh, P(TASK_AXIS))
+        self._replicated = NamedSharding(self.mesh, P())
+        self._jit_step = jax.jit(self._step)
+        self._jit_step_donated = jax.jit(self._step, donate_argnums=0)
+
+    def config(self) -> dict[str, Any]:
+        """What defines this run (checked when resuming from a checkpoint)."""
+        return {
+            "optimizer": {"name": type(self.optimizer).__name__, **self.optimizer.config()},
+            "family": self.family.config(),
+            "estimator": self.estimator.config(),
+            "num_tasks": self.num_tasks,
+            "clip_norm": self.clip_norm,
+        }
+
+    def shard(self, state: MetaTrainState) -> MetaTrainState:
+        """Places the task axis across the mesh's devices and replicates the rest."""
+        shardings = MetaTrainState(
+            meta_params=self._replicated,
+            meta_opt_state=self._replicated,
+            estimator_state=self._tasks,
+            key=self._replicated,
+            step=self._replicated,
+        )
+        return jax.device_put(state, shardings)
+
+    def initial_state(self, key: jax.Array, meta_params: PyTree | None = None) -> MetaTrainState:
+        """The unsharded initial state, a pure function of ``key`` (see :meth:`init`)."""
+        k_meta, k_runs, k_next = jax.random.split(key, 3)
+        if meta_params is None:
+            meta_params = self.optimizer.init(k_meta)
+        return MetaTrainState(
+            meta_params=meta_params,
+            meta_opt_state=self.meta_optimizer.init(meta_params),
+            estimator_state=self.estimator.init(
+                self.optimizer, self.family, meta_params, k_runs, self.num_tasks
+            ),
+            key=k_next,
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def init(self, key: jax.Array, meta_params: PyTree | None = None) -> MetaTrainState:
+        """Starts meta-training (from ``optimizer.init`` unless ``meta_params`` is given)."""
+        return self.shard(jax.jit(self.initial_state)(key, meta_params))
+
+    def _step(self, state: MetaTrainState) -> tuple[MetaTrainState, dict[str, jax.Array]]:
+        key, k_est = jax.random.split(state.key)
+        est, estimator_state = self.estimator.estimate(
+            self.optimizer, self.family, state.meta_params, state.estimator_state, k_est
+        )
+        estimator_state = jax.lax.with_sharding_constraint(estimator_state, self._tasks)
+        ok = est.finite
+        count = jnp.sum(ok)
+        denom = jnp.maximum(count, 1).astype(jnp.float32)
+
+        def mean_over_finite(g):
+            mask = ok.reshape((-1,) + (1,) * (g.ndim - 1))
+            return jnp.sum(jnp.where(mask, g, 0.0), axis=0) / denom
+
+        grads = jax.tree.map(mean_over_finite, est.grads)
+        updates, meta_opt_state = self.meta_optimizer.update(
+            grads, state.meta_opt_state, state.meta_params
+        )
+        apply = count > 0
+
+        def keep_if_skipped(new, old):
+            return jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
+
+        meta_params = keep_if_skipped(
+            optax.apply_updates(state.meta_params, updates), state.meta_params
+        )
+        meta_opt_state = keep_if_skipped(meta_opt_state, state.meta_opt_state)
+        metrics = {
+            "meta_loss": mean_over_finite(est.meta_loss),
+            "inner_loss": mean_over_finite(jnp.mean(est.losses, axis=1)),
+            "grad_norm": optax.tree.norm(grads),
+            "nonfinite_tasks": self.num_tasks - count,
+            "resets": jnp.sum(est.resets),
+        }
+        new_state = MetaTrainState(
+            meta_params, meta_opt_state, estimator_state, key, state.step + 1
+        )
+        return new_state, metrics
+
+    def step(self, state: MetaTrainState) -> tuple[MetaTrainState, dict[str, jax.Array]]:
+        """One jitted meta-step."""
+        return self._jit_step(state)
+
+    def inner_steps_per_meta_step(self) -> int:
+        """Inner optimizer steps one meta-step takes, over all tasks and particles."""
+        particles = 2 if isinstance(self.estimator, PES) else 1
+        return self.num_tasks * self.estimator.unroll_length * particles
+
+    def run(
+        self,
+        state: MetaTrainState,
+        num_steps: int,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 100,
+        log_path: str | Path | None = None,
+        progress: bool = True,
+        callback: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> MetaTrainState:
+        """Runs meta-steps until ``state.step == num_steps``, logging and checkpointing.
+
+        Args:
+            state: from :meth:`init` or :func:`restore`.
+            num_steps: the total number of meta-steps (a resumed run continues to it).
+            checkpoint_dir: where to write checkpoints (atomically, every ``checkpoint_every``
+                steps and at the end); ``None`` disables them.
+            checkpoint_every: meta-steps between checkpoints.
+            log_path: a JSONL file; one line of metrics per meta-step is appended.
+            progress: show a progress bar with the meta-loss and inner steps per second.
+            callback: called as ``callback(step, metrics)`` after each meta-step.
+
+        Returns:
+            The final state. The input ``state``'s buffers are donated to the loop (reused in
+            place), so use the returned state only.
+        """
+        from tqdm.auto import tqdm
+
+        start = int(state.step)
+        log = open(log_path, "a") if log_path is not None else None  # noqa: SIM115
+        bar = tqdm(total=num_steps, initial=start, disable=not progress, unit="meta-step")
+        inner = self.inner_steps_per_meta_step()
+        try:
+            for step in range(start, num_steps):
+                t0 = time.perf_counter()
+                state, metrics = self._jit_step_donated(state)
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                elapsed = time.perf_counter() - t0
+                metrics |= {
+                    "step": step + 1,
+                    "seconds": elapsed,
+                    "inner_steps_per_s": inner / elapsed,
+                }
+                if log is not None:
+                    log.write(json.dumps(metrics) + "\n")
+                    log.flush()
+                bar.set_postfix(
+                    meta_loss=f"{metrics['meta_loss']:.4g}",
+                    inner_steps_s=f"{metrics['inner_steps_per_s']:.0f}",
+                )
+                bar.update(1)
+                if callback is not None:
+                    callback(step + 1, metrics)
+                last = step + 1 == num_steps
+                if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or last):
+                    checkpoint_lib.save(checkpoint_dir, self, state)
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        return state

@@ -1,0 +1,68 @@
+"""PNG figures of meta-training and evaluation (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=(5.5 * ncols, 4), squeeze=False)
+
+
+def _save(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_meta_training(metrics: Sequence[Mapping[str, float]], path: str | Path) -> None:
+    """Meta-loss and mean inner loss against meta-steps, from the metrics log."""
+    fig, axes = _figure(2)
+    steps = np.asarray([m["step"] for m in metrics])
+    for ax, key in zip(axes[0], ("meta_loss", "inner_loss"), strict=True):
+        ax.plot(steps, [m[key] for m in metrics], lw=0.8)
+        ax.set_xlabel("meta-step")
+        ax.set_ylabel(key.replace("_", " "))
+        if all(m[key] > 0 for m in metrics):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle("meta-training")
+    _save(fig, path)
+
+
+def plot_loss_curves(
+    curves: Mapping[str, np.ndarray], path: str | Path, title: str = "", log_scale: bool = True
+) -> None:
+    """Median training loss per step with a 5-95% band across tasks, one line per optimizer.
+
+    Args:
+        curves: optimizer name -> losses ``(num_tasks, num_steps)``.
+        path: the PNG to write.
+        title: figure title.
+        log_scale: log y axis (when every median is positive).
+    """
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    for name, losses in curves.items():
+        steps = np.arange(losses.shape[1])
+        q05, median, q95 = np.nanpercentile(losses, [5, 50, 95], axis=0)
+        ax.plot(steps, median, label=name, lw=1.2)
+        ax.fill_between(steps, q05, q95, alpha=0.15)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if log_scale and all(np.all(np.nanmedian(v, axis=0) > 0) for v in curves.values()):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    _save(fig, path)

@@ -1,0 +1,130 @@
+"""Checkpoints: atomic writes, exact resume after a killed process, clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import learned_opt as lo
+from learned_opt.meta import checkpoint
+
+_RUN = textwrap.dedent(
+    """
+    import sys, time
+    import jax, numpy as np
+    import learned_opt as lo
+    from learned_opt.meta import checkpoint
+    out, steps, resume, slow = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4])
+    trainer = lo.MetaTrainer(
+        lo.LSTMOptimizer(hidden_size=4, num_layers=1), lo.tasks.Quadratic(dim=4),
+        lo.TruncatedBackprop(unroll_length=5, horizon=10), num_tasks=4)
+    if resume:
+        state = checkpoint.restore(out + "/ckpt", trainer)
+    else:
+        state = trainer.init(jax.random.key(7))
+    state = trainer.run(state, steps, checkpoint_dir=out + "/ckpt", checkpoint_every=3,
+                        progress=False, callback=lambda step, m: time.sleep(slow))
+    lo.save(out + "/opt.msgpack", trainer.optimizer, jax.device_get(state.meta_params))
+    """
+)
+
+
+def _run(out, steps, resume=False, slow=0.0):
+    args = [sys.executable, "-c", _RUN, str(out), str(steps), str(int(resume)), str(slow)]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _finish(out, steps, resume=False):
+    args = [sys.executable, "-c", _RUN, str(out), str(steps), str(int(resume)), "0"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_killed_run_resumes_to_the_same_meta_parameters(tmp_path):
+    steps = 30
+    killed = tmp_path / "killed"
+    proc = _run(killed, steps, slow=0.2)
+    _finish(tmp_path / "whole", steps)
+    deadline = time.time() + 240
+    while len(checkpoint.checkpoints(killed / "ckpt")) < 2 and time.time() < deadline:
+        assert proc.poll() is None, "the run to be killed ended early"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = int(checkpoint.checkpoints(killed / "ckpt")[-1].name[5:13])
+    assert 0 < done < steps and not (killed / "opt.msgpack").exists()
+    assert not [p for p in (killed / "ckpt").iterdir() if p.suffix == ".tmp"]
+    _finish(killed, steps, resume=True)
+    _, whole = lo.load(tmp_path / "whole" / "opt.msgpack")
+    _, resumed = lo.load(killed / "opt.msgpack")
+    jax.tree.map(np.testing.assert_array_equal, resumed, whole)
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    return lo.MetaTrainer(
+        lo.LSTMOptimizer(hidden_size=4, num_layers=1),
+        lo.tasks.Quadratic(dim=3),
+        lo.TruncatedBackprop(unroll_length=2, horizon=4),
+        num_tasks=2,
+    )
+
+
+def test_round_trip_and_retention(tmp_path, trainer):
+    state = trainer.init(jax.random.key(0))
+    for _ in range(3):
+        state, _ = trainer.step(state)
+        checkpoint.save(tmp_path, trainer, state, keep=2)
+    names = [p.name for p in checkpoint.checkpoints(tmp_path)]
+    assert names == ["ckpt_00000002.msgpack", "ckpt_00000003.msgpack"]
+    assert sorted(os.listdir(tmp_path)) == names  # no temporary files left
+    restored = checkpoint.restore(tmp_path, trainer)
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        jax.tree.map(lambda x: jax.random.key_data(x) if x.dtype == state.key.dtype else x, state),
+        jax.tree.map(
+            lambda x: jax.random.key_data(x) if x.dtype == state.key.dtype else x, restored
+        ),
+    )
+    a, _ = trainer.step(state)
+    b, _ = trainer.step(restored)
+    jax.tree.map(np.testing.assert_array_equal, a.meta_params, b.meta_params)
+
+
+def test_corrupt_latest_names_the_file_and_the_intact_previous(tmp_path, trainer):
+    state = trainer.init(jax.random.key(0))
+    first = checkpoint.save(tmp_path, trainer, state)
+    state, _ = trainer.step(state)
+    latest = checkpoint.save(tmp_path, trainer, state)
+    latest.write_bytes(latest.read_bytes()[:100])
+    with pytest.raises(lo.CheckpointError, match="corrupt or truncated") as info:
+        checkpoint.restore(tmp_path, trainer)
+    assert str(latest) in str(info.value) and str(first) in str(info.value)
+    assert int(checkpoint.restore(first, trainer).step) == 0
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, trainer):
+    path = checkpoint.save(tmp_path, trainer, trainer.init(jax.random.key(0)))
+    other = lo.MetaTrainer(
+        lo.LSTMOptimizer(hidden_size=5, num_layers=1),
+        lo.tasks.Quadratic(dim=3),
+        lo.TruncatedBackprop(unroll_length=2, horizon=4),
+        num_tasks=2,
+    )
+    with pytest.raises(lo.CheckpointError, match=r"different configuration.*optimizer"):
+        checkpoint.restore(path, other)
+    foreign = tmp_path / "ckpt_00000009.msgpack"
+    foreign.write_bytes(lo.io.to_bytes(lo.LearnedRule(), lo.LearnedRule().init(jax.random.key(0))))
+    with pytest.raises(lo.CheckpointError, match="not a learned_opt meta-training checkpoint"):
+        checkpoint.restore(foreign, trainer)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        checkpoint.restore(tmp_path / "empty_dir_that_is_missing", trainer)
+    assert json.loads(json.dumps(trainer.config()))["num_tasks"] == 2

@@ -1,0 +1,144 @@
+"""Saving and loading learned optimizers: round trips, small atomic files, clear errors."""
+
+import functools
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+import learned_opt as lo
+from learned_opt import io
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _updates(opt, meta_params, grads, params):
+    """Two steps of ``opt.as_optax(meta_params)``; ``opt`` is static, so equal optimizers share
+    one compilation."""
+    tx = opt.as_optax(meta_params)
+    state = tx.init(params)
+    first, state = tx.update(grads, state, params, value=1.0)
+    second, _ = tx.update(grads, state, params, value=0.5)
+    return first, second
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A default ``LSTMOptimizer`` saved in ``tmp_path``: ``(path, optimizer, meta_params)``."""
+    opt = lo.LSTMOptimizer()
+    meta_params = opt.init(jax.random.key(3))
+    path = tmp_path / "opt.msgpack"
+    lo.save(path, opt, meta_params)
+    return path, opt, meta_params
+
+
+def test_round_trip(small_opt, tmp_path):
+    opt, meta_params = small_opt
+    path = tmp_path / "sub" / "opt.msgpack"
+    lo.save(path, opt, meta_params)
+    loaded, loaded_params = lo.load(path)
+    assert type(loaded) is type(opt)
+    assert loaded == opt and loaded.config() == opt.config()
+    assert jax.tree.structure(loaded_params) == jax.tree.structure(meta_params)
+    for got, want in zip(jax.tree.leaves(loaded_params), jax.tree.leaves(meta_params), strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(3)}
+    grads = {"w": jnp.arange(6.0).reshape(2, 3) - 2.5, "b": jnp.array([0.1, -1e-6, 3.0])}
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        _updates(loaded, loaded_params, grads, params),
+        _updates(opt, meta_params, grads, params),
+    )
+
+
+def test_round_trip_of_non_default_config(tmp_path):
+    opt = lo.LSTMOptimizer(
+        hidden_size=3, num_layers=1, preprocess="none", use_loss=False, output_scale=0.5
+    )
+    lo.save(tmp_path / "opt.msgpack", opt, opt.init(jax.random.key(0)))
+    assert lo.load(tmp_path / "opt.msgpack")[0] == opt
+
+
+def test_default_lstm_file_is_small_and_saved_atomically(saved):
+    path, _, _ = saved
+    assert path.stat().st_size < 100_000
+    assert os.listdir(path.parent) == [path.name]
+    # Overwriting replaces the file and leaves no temporary file either.
+    opt = lo.MetaLSTMOptimizer(hidden_size=2)
+    lo.save(path, opt, opt.sgd_meta_params(0.1))
+    assert lo.load(path)[0] == opt
+    assert os.listdir(path.parent) == [path.name]
+
+
+def test_failed_save_keeps_old_file_and_leaves_no_temp_file(saved, monkeypatch):
+    path, opt, _ = saved
+    before = path.read_bytes()
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        lo.save(path, opt, opt.init(jax.random.key(4)))
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == [path.name]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        lo.load(tmp_path / "missing.msgpack")
+
+
+def _edit(change):
+    """A corrupter: re-encodes the saved file's msgpack map after ``change(payload)``."""
+
+    def make(opt, meta_params):
+        payload = serialization.msgpack_restore(io.to_bytes(opt, meta_params))
+        change(payload)
+        return serialization.msgpack_serialize(payload)
+
+    return make
+
+
+#: name -> (bytes from (optimizer, meta_params), what the error message must say).
+_BAD_FILES = {
+    "truncated": (lambda o, m: io.to_bytes(o, m)[:-100], "corrupt or truncated"),
+    "random_bytes": (
+        lambda o, m: np.random.default_rng(0).bytes(4096),
+        "(corrupt or truncated|not a learned_opt optimizer file)",
+    ),
+    "foreign": (
+        lambda o, m: serialization.msgpack_serialize({"model": "resnet", "w": np.zeros(3)}),
+        "not a learned_opt optimizer file",
+    ),
+    "version_999": (
+        _edit(lambda p: p.update(format_version=999)),
+        "format version 999 is not supported",
+    ),
+    "wrong_shape": (
+        _edit(lambda p: p["config"].update(hidden_size=5)),
+        r"weight \['layers'\]\[0\]\['b'\] is \(\(80,\).*expected \(20,\)",
+    ),
+    "unknown_architecture": (
+        _edit(lambda p: p.update(architecture="TransformerOptimizer")),
+        "unknown learned optimizer 'TransformerOptimizer'",
+    ),
+    "config_not_a_map": (_edit(lambda p: p.update(config=[1, 2])), "'config'.*must be maps"),
+    "weights_not_a_map": (_edit(lambda p: p.update(meta_params=3)), "'meta_params'.*must be maps"),
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    list(_BAD_FILES),
+)
+def test_load_error_names_file_and_problem(saved, case):
+    path, opt, meta_params = saved
+    make_bytes, what = _BAD_FILES[case]
+    path.write_bytes(make_bytes(opt, meta_params))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: .*{what}"):
+        lo.load(path)

@@ -1,0 +1,222 @@
+"""Meta-training engine: unrolls, gradient estimators, non-finite handling, sharding."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import learned_opt as lo
+from learned_opt.meta import unroll as unroll_lib
+
+QUAD = lo.tasks.Quadratic(dim=4)
+SMALL_LSTM = lo.LSTMOptimizer(hidden_size=6, num_layers=1, output_scale=0.1)
+
+
+def _segment_loss(optimizer, meta_params, run, unroll_length, second_order):
+    return unroll_lib.unroll(
+        optimizer, QUAD, meta_params, run, unroll_length, second_order=second_order
+    )[0]
+
+
+def test_meta_loss_counts_the_loss_after_every_update():
+    rule = lo.LearnedRule()
+    mp = rule.init(jax.random.key(0))
+    run = unroll_lib.new_run(rule, QUAD, mp, jax.random.key(1))
+    value, after, losses = unroll_lib.unroll(rule, QUAD, mp, run, 5)
+    # losses are f(theta_0..4); the meta-loss sums f(theta_1..5).
+    final = QUAD.loss(run.task_params, after.params, ())
+    np.testing.assert_allclose(value, losses[1:].sum() + final, rtol=1e-6)
+    assert int(after.step) == 5
+    # The last update of the segment receives meta-gradient: final depends on meta_params.
+    g = jax.grad(lambda m: unroll_lib.unroll(rule, QUAD, m, run, 1)[0])(mp)
+    assert float(jnp.abs(g["log_lr"])) > 0
+
+
+def test_second_order_gradient_matches_finite_differences():
+    rule = lo.LearnedRule()
+    mp = rule.init(jax.random.key(0))
+    run = unroll_lib.new_run(rule, QUAD, mp, jax.random.key(3))
+
+    def f(log_lr, second_order):
+        return _segment_loss(rule, {**mp, "log_lr": log_lr}, run, 8, second_order)
+
+    x, h = mp["log_lr"], 1e-2
+    fd = (f(x + h, True) - f(x - h, True)) / (2 * h)
+    np.testing.assert_allclose(jax.grad(f)(x, True), fd, rtol=1e-3)
+    # The first-order (L2L) estimator drops the second-derivative term: a different number.
+    assert abs(jax.grad(f)(x, False) - fd) > 0.05 * abs(fd)
+
+
+def test_runs_are_desynchronised_and_reset_at_the_horizon():
+    est = lo.TruncatedBackprop(unroll_length=5, horizon=20)
+    mp = SMALL_LSTM.init(jax.random.key(0))
+    runs = est.init(SMALL_LSTM, QUAD, mp, jax.random.key(1), num_tasks=8)
+    assert sorted(np.asarray(runs.step).tolist()) == [0, 0, 5, 5, 10, 10, 15, 15]
+    estimate, runs2 = est.estimate(SMALL_LSTM, QUAD, mp, runs, jax.random.key(2))
+    assert not estimate.resets.any()
+    assert sorted(np.asarray(runs2.step).tolist()) == [5, 5, 10, 10, 15, 15, 20, 20]
+    estimate, runs3 = est.estimate(SMALL_LSTM, QUAD, mp, runs2, jax.random.key(3))
+    np.testing.assert_array_equal(estimate.resets, np.asarray(runs2.step) == 20)
+    reset = np.asarray(estimate.resets)
+    assert (np.asarray(runs3.step)[reset] == 5).all()
+    # A reset run starts a new task.
+    w2, w3 = np.asarray(runs2.task_params["w"]), np.asarray(runs3.task_params["w"])
+    assert not np.allclose(w2[reset], w3[reset])
+    np.testing.assert_array_equal(w2[~reset], w3[~reset])
+
+
+def test_pes_matches_the_exact_gradient_on_one_segment():
+    rule = lo.LearnedRule()
+    mp = rule.init(jax.random.key(0))
+    pes = lo.PES(unroll_length=5, horizon=5, std=1e-3)
+    tbptt = lo.TruncatedBackprop(unroll_length=5, horizon=5, second_order=True)
+    n = 4096
+    state = pes.init(rule, QUAD, mp, jax.random.key(1), n)
+    # Every particle pair starts its first segment on its own task; compare the averages.
+    estimate, _ = jax.jit(lambda s, k: pes.estimate(rule, QUAD, mp, s, k))(state, jax.random.key(2))
+    exact, _ = tbptt.estimate(rule, QUAD, mp, state.positive, jax.random.key(2))
+    g_pes = np.concatenate([np.ravel(x.mean(0)) for x in jax.tree.leaves(estimate.grads)])
+    g_exact = np.concatenate([np.ravel(x.mean(0)) for x in jax.tree.leaves(exact.grads)])
+    cosine = g_pes @ g_exact / np.linalg.norm(g_pes) / np.linalg.norm(g_exact)
+    assert cosine > 0.9, cosine
+
+
+def test_pes_accumulates_perturbations_until_reset():
+    rule = lo.LearnedRule()
+    mp = rule.init(jax.random.key(0))
+    pes = lo.PES(unroll_length=2, horizon=4, std=0.1)
+    state = pes.init(rule, QUAD, mp, jax.random.key(1), 2)
+    assert np.asarray(state.positive.step).tolist() == [0, 2]
+    _, s1 = pes.estimate(rule, QUAD, mp, state, jax.random.key(2))
+    _, s2 = pes.estimate(rule, QUAD, mp, s1, jax.random.key(3))
+    acc1, acc2 = np.asarray(s1.accumulated["log_lr"]), np.asarray(s2.accumulated["log_lr"])
+    # Task 0 is mid-run: its accumulator keeps the first perturbation and adds the second.
+    # Task 1 reached the horizon after segment 1: reset, its accumulator restarts from zero.
+    eps0 = acc1  # both tasks started from zero
+    eps1 = acc2 - np.array([acc1[0], 0.0])
+    assert np.all(np.abs(eps0) > 0) and np.all(np.abs(eps1) > 0)
+    np.testing.assert_allclose(acc2[0], eps0[0] + eps1[0], rtol=1e-6)
+    assert not np.isclose(acc2[1], acc1[1] + eps1[1])
+    assert np.asarray(s2.positive.step).tolist() == [4, 2]
+
+
+@dataclasses.dataclass(frozen=True)
+class PoisonedQuadratic(lo.tasks.TaskFamily):
+    """Half of the tasks (or all, with ``fraction=1``) have a NaN loss."""
+
+    fraction: float = 0.5
+
+    def sample(self, key):
+        k1, k2 = jax.random.split(key)
+        return {**QUAD.sample(k1), "poison": jax.random.uniform(k2) < self.fraction}
+
+    def init(self, task_params, key):
+        return QUAD.init(task_params, key)
+
+    def batch(self, task_params, key):
+        return ()
+
+    def loss(self, task_params, params, batch):
+        loss = QUAD.loss(task_params, params, batch)
+        return jnp.where(task_params["poison"], jnp.nan, loss)
+
+
+@pytest.mark.parametrize("estimator", [lo.TruncatedBackprop(5, 10), lo.PES(5, 10)])
+def test_nonfinite_tasks_never_reach_the_meta_parameters(estimator):
+    trainer = lo.MetaTrainer(SMALL_LSTM, PoisonedQuadratic(), estimator, num_tasks=8)
+    state = trainer.init(jax.random.key(0))
+    before = state.meta_params
+    counted = 0
+    for _ in range(3):
+        state, metrics = trainer.step(state)
+        counted += int(metrics["nonfinite_tasks"])
+        assert np.isfinite(float(metrics["meta_loss"]))
+    assert counted > 0
+    assert lo.meta.unroll.is_finite(state.meta_params)
+    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), before, state.meta_params)
+    assert any(jax.tree.leaves(changed))
+
+    all_bad = lo.MetaTrainer(SMALL_LSTM, PoisonedQuadratic(1.0), estimator, num_tasks=4)
+    state = all_bad.init(jax.random.key(0), meta_params=before)
+    state, metrics = all_bad.step(state)
+    assert int(metrics["nonfinite_tasks"]) == 4
+    jax.tree.map(np.testing.assert_array_equal, state.meta_params, before)
+
+
+def test_meta_training_improves_the_optimizer():
+    opt = lo.LSTMOptimizer(hidden_size=8, num_layers=1, output_scale=0.1)
+    family = lo.tasks.Quadratic(dim=10)
+    trainer = lo.MetaTrainer(
+        opt,
+        family,
+        lo.TruncatedBackprop(unroll_length=10, horizon=50, meta_loss="log_mean"),
+        optax.adam(3e-3),
+        num_tasks=16,
+    )
+    keys = lo.evaluation.task_keys(1, 32, "test")
+
+    def median_final(mp):
+        return np.median(lo.evaluation.train_curves(family, opt.as_optax(mp), keys, 50).final)
+
+    state = trainer.init(jax.random.key(0))
+    start = median_final(state.meta_params)
+    for _ in range(150):
+        state, _ = trainer.step(state)
+    assert median_final(state.meta_params) < 0.5 * start
+
+
+def test_num_tasks_must_divide_over_devices():
+    with pytest.raises(ValueError, match="num_tasks"):
+        lo.MetaTrainer(SMALL_LSTM, QUAD, num_tasks=0)
+    with pytest.raises(ValueError, match="horizon"):
+        lo.TruncatedBackprop(unroll_length=7, horizon=20)
+    with pytest.raises(ValueError, match="meta_loss"):
+        lo.PES(meta_loss="max")
+
+
+_SHARDED = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    import learned_opt as lo
+    opt = lo.LSTMOptimizer(hidden_size=6, num_layers=1)
+    est = {"tbptt": lo.TruncatedBackprop(5, 10), "pes": lo.PES(5, 10)}[sys.argv[1]]
+    trainer = lo.MetaTrainer(opt, lo.tasks.Quadratic(dim=4), est, num_tasks=8)
+    state = trainer.init(jax.random.key(0))
+    for _ in range(2):
+        state, metrics = trainer.step(state)
+    leaves = [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(state.meta_params)]
+    shards = len(state.estimator_state.key.sharding.device_set) if sys.argv[1] == "tbptt" else 0
+    print(json.dumps({"devices": jax.device_count(), "shards": shards,
+                      "meta_loss": float(metrics["meta_loss"]), "leaves": leaves}))
+    """
+)
+
+
+def _run_devices(n, estimator):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARDED, estimator], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("estimator", ["tbptt", "pes"])
+def test_sharded_meta_training_matches_single_device(estimator):
+    one, four = _run_devices(1, estimator), _run_devices(4, estimator)
+    assert one["devices"] == 1 and four["devices"] == 4
+    if estimator == "tbptt":
+        assert four["shards"] == 4
+    np.testing.assert_allclose(four["meta_loss"], one["meta_loss"], rtol=1e-4)
+    for a, b in zip(four["leaves"], one["leaves"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
