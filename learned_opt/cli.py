@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, default=Path("runs/latest"))
     train.add_argument("--checkpoint-every", type=int, default=50)
+    train.add_argument(
+        "--validate-every",
+        type=int,
+        default=50,
+        help="meta-steps between validations on held-out training tasks; the best meta-"
+        "parameters are saved as optimizer.msgpack (0: save the last ones)",
+    )
+    train.add_argument("--validate-tasks", type=int, default=32)
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoints")
     train.add_argument("--no-progress", action="store_true")
     train.add_argument(
@@ -91,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("optimizer_file", type=Path)
     _add_family(ev)
     ev.add_argument("--steps", type=int, default=100)
+    ev.add_argument("--loss-scale", type=float, default=1.0, help="multiply the tasks' loss")
     ev.add_argument("--tasks", type=int, default=100, help="held-out test tasks")
     ev.add_argument("--tune-tasks", type=int, default=16, help="training tasks for lr tuning")
     ev.add_argument("--baselines", default="adam,sgd,rmsprop,nag")
@@ -187,11 +196,16 @@ def meta_train(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         log_path=log_path,
         progress=not args.no_progress,
+        callback=_keep_best(args, trainer, out / "optimizer.msgpack", log_path),
     )
-    lo.save(out / "optimizer.msgpack", optimizer, jax.device_get(state.meta_params))
+    last = jax.device_get(state.meta_params)
+    lo.save(out / "optimizer_last.msgpack", optimizer, last)
+    if not args.validate_every:
+        lo.save(out / "optimizer.msgpack", optimizer, last)
     metrics = [json.loads(line) for line in log_path.read_text().splitlines()]
     if metrics:
         plot_meta_training(metrics, out / "meta_training.png")
+    validations = [m["validation"] for m in metrics if "validation" in m]
     print(
         json.dumps(
             {
@@ -199,10 +213,47 @@ def meta_train(args: argparse.Namespace) -> None:
                 "meta_steps": int(state.step),
                 "seconds": round(time.perf_counter() - t0, 1),
                 "final_meta_loss": metrics[-1]["meta_loss"] if metrics else None,
+                "best_validation": min(validations, default=None),
                 "nonfinite_tasks": sum(m["nonfinite_tasks"] for m in metrics),
             }
         )
     )
+
+
+def _keep_best(args, trainer, path: Path, log_path: Path):
+    """A ``MetaTrainer.run`` callback: validate every ``args.validate_every`` meta-steps.
+
+    Validation trains ``args.validate_tasks`` tasks of the training split for one horizon with
+    the current meta-parameters and takes the median final loss; the best meta-parameters so far
+    are saved to ``path``. Test tasks (the ``"test"`` split of ``evaluate``) are never used.
+    """
+    if not args.validate_every:
+        return None
+    import jax
+    import numpy as np
+
+    import learned_opt as lo
+    from learned_opt import evaluation
+
+    keys = evaluation.task_keys(args.seed, args.validate_tasks, "train")
+    logged = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
+    best = min((m["validation"] for m in logged if "validation" in m), default=np.inf)
+
+    def callback(step, metrics, state):
+        nonlocal best
+        if step % args.validate_every and step != args.meta_steps:
+            return None
+        meta_params = jax.device_get(state.meta_params)
+        curves = evaluation.learned_curves(
+            trainer.family, trainer.optimizer, meta_params, keys, args.horizon
+        )
+        value = float(np.median(np.where(np.isfinite(curves.final), curves.final, np.inf)))
+        if value < best or not path.exists():
+            best = min(best, value)
+            lo.save(path, trainer.optimizer, meta_params)
+        return {"validation": value}
+
+    return callback
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -218,6 +269,8 @@ def evaluate(args: argparse.Namespace) -> None:
     from learned_opt.plotting import plot_loss_curves
 
     family = lo.tasks.get_family(args.family, **_family_options(args.family_option))
+    if args.loss_scale != 1.0:
+        family = lo.tasks.ScaledLoss(family, args.loss_scale)
     optimizer, meta_params = lo.load(args.optimizer_file)
     test = evaluation.task_keys(args.seed, args.tasks, "test")
     tune = evaluation.task_keys(args.seed, args.tune_tasks, "train")

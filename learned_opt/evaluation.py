@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -11,6 +12,7 @@ import numpy as np
 import optax
 
 if TYPE_CHECKING:
+    from learned_opt.optimizers.base import LearnedOptimizer
     from learned_opt.tasks.base import TaskFamily
 
 
@@ -87,6 +89,41 @@ def train_curves(
     tx = optax.with_extra_args_support(tx)
     run = jax.jit(jax.vmap(lambda k: _train_one(family, tx, k, num_steps)))
     losses, final = jax.device_get(run(keys))
+    return Curves(np.asarray(losses), np.asarray(final))
+
+
+@functools.lru_cache(maxsize=16)
+def _learned_runner(family: TaskFamily, optimizer: LearnedOptimizer, num_steps: int):
+    def run(meta_params, keys):
+        tx = optimizer.as_optax(meta_params)
+        return jax.vmap(lambda k: _train_one(family, tx, k, num_steps))(keys)
+
+    return jax.jit(run)
+
+
+def learned_curves(
+    family: TaskFamily,
+    optimizer: LearnedOptimizer,
+    meta_params: PyTree,
+    keys: jax.Array,
+    num_steps: int,
+) -> Curves:
+    """Like :func:`train_curves` for a learned optimizer, with ``meta_params`` an argument.
+
+    The compiled program is cached per ``(family, optimizer, num_steps)``, so evaluating many
+    meta-parameters during meta-training compiles once.
+
+    Example:
+        >>> import jax
+        >>> import learned_opt as lo
+        >>> from learned_opt.evaluation import learned_curves, task_keys
+        >>> opt = lo.LearnedRule()
+        >>> curves = learned_curves(
+        ...     lo.tasks.Quadratic(), opt, opt.init(jax.random.key(0)), task_keys(0, 3, "test"), 20)
+        >>> curves.final.shape
+        (3,)
+    """
+    losses, final = jax.device_get(_learned_runner(family, optimizer, num_steps)(meta_params, keys))
     return Curves(np.asarray(losses), np.asarray(final))
 
 

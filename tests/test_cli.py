@@ -29,6 +29,9 @@ def test_meta_train_writes_the_optimizer_log_and_plot(tmp_path, capsys):
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in log] == [1, 2, 3, 4, 5, 6]
     assert {"meta_loss", "inner_steps_per_s", "nonfinite_tasks"} <= set(log[0])
+    # Validated at the last step (interval 50 > 6 steps); the best is the saved optimizer.
+    assert [m["step"] for m in log if "validation" in m] == [6]
+    assert summary["best_validation"] == log[-1]["validation"]
     assert (out / "meta_training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "config.json").read_text())["family"] == {
         "name": "quadratic", "dim": 4, "init_scale": 1.0
@@ -44,8 +47,8 @@ def test_resume_continues_to_the_uninterrupted_result(tmp_path):
     cli.main(["meta-train", *TINY, "--meta-steps", "8", "--out", str(part), "--resume"])
     jax.tree.map(
         np.testing.assert_array_equal,
-        _meta_params(part / "optimizer.msgpack"),
-        _meta_params(whole / "optimizer.msgpack"),
+        _meta_params(part / "optimizer_last.msgpack"),
+        _meta_params(whole / "optimizer_last.msgpack"),
     )
     steps = [json.loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))

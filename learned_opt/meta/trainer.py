@@ -209,7 +209,7 @@ class MetaTrainer:
         checkpoint_every: int = 100,
         log_path: str | Path | None = None,
         progress: bool = True,
-        callback: Callable[[int, dict[str, float]], None] | None = None,
+        callback: Callable[[int, dict[str, float], MetaTrainState], dict | None] | None = None,
     ) -> MetaTrainState:
         """Runs meta-steps until ``state.step == num_steps``, logging and checkpointing.
 
@@ -221,7 +221,8 @@ class MetaTrainer:
             checkpoint_every: meta-steps between checkpoints.
             log_path: a JSONL file; one line of metrics per meta-step is appended.
             progress: show a progress bar with the meta-loss and inner steps per second.
-            callback: called as ``callback(step, metrics)`` after each meta-step.
+            callback: called as ``callback(step, metrics, state)`` after each meta-step; a
+                dict it returns is added to the step's logged metrics (e.g. a validation loss).
 
         Returns:
             The final state. The input ``state``'s buffers are donated to the loop (reused in
@@ -244,6 +245,8 @@ class MetaTrainer:
                     "seconds": elapsed,
                     "inner_steps_per_s": inner / elapsed,
                 }
+                if callback is not None:
+                    metrics |= callback(step + 1, metrics, state) or {}
                 if log is not None:
                     log.write(json.dumps(metrics) + "\n")
                     log.flush()
@@ -252,8 +255,6 @@ class MetaTrainer:
                     inner_steps_s=f"{metrics['inner_steps_per_s']:.0f}",
                 )
                 bar.update(1)
-                if callback is not None:
-                    callback(step + 1, metrics)
                 last = step + 1 == num_steps
                 if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or last):
                     checkpoint_lib.save(checkpoint_dir, self, state)

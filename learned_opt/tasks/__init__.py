@@ -11,4 +11,5 @@ from learned_opt.tasks.quadratic import Quadratic as Quadratic
 from learned_opt.tasks.registry import FAMILIES as FAMILIES
 from learned_opt.tasks.registry import family_options as family_options
 from learned_opt.tasks.registry import get_family as get_family
+from learned_opt.tasks.scaled import ScaledLoss as ScaledLoss
 from learned_opt.tasks.sinusoid import Sinusoid as Sinusoid
