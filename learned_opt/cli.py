@@ -65,12 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layers", type=int, default=2, help="LSTM layers (lstm only)")
     train.add_argument("--momentum-size", type=int, default=0, help="momentum LSTM units (lstm)")
     train.add_argument("--output-scale", type=float, default=0.1, help="lstm output scale")
+    train.add_argument(
+        "--normalized-inputs", action="store_true", help="lstm: add RNNprop g/sqrt(v), m/sqrt(v)"
+    )
     train.add_argument("--no-loss-input", action="store_true", help="do not feed the loss")
     train.add_argument("--meta-steps", type=int, default=300)
     train.add_argument("--unroll", type=int, default=20, help="steps per truncation")
     train.add_argument("--horizon", type=int, default=100, help="inner steps before a task resets")
     train.add_argument("--tasks", type=int, default=8, help="tasks per meta-step")
     train.add_argument("--estimator", choices=ESTIMATORS, default="tbptt")
+    train.add_argument(
+        "--task-chunk",
+        type=int,
+        help="tasks run at once (lax.map over chunks); default 1 on CPU, all on accelerators",
+    )
     train.add_argument("--pes-std", type=float, default=0.01)
     train.add_argument("--second-order", action="store_true")
     train.add_argument("--meta-loss", choices=("sum", "log_mean"), default="log_mean")
@@ -142,6 +150,7 @@ def _make_optimizer(args):
             num_layers=args.layers,
             momentum_size=args.momentum_size,
             output_scale=args.output_scale,
+            normalized_inputs=args.normalized_inputs,
             use_loss=use_loss,
         )
     if args.optimizer == "meta_lstm":
@@ -163,11 +172,20 @@ def meta_train(args: argparse.Namespace) -> None:
 
     family = lo.tasks.get_family(args.family, **_family_options(args.family_option))
     optimizer = _make_optimizer(args)
+    chunk = args.task_chunk
+    if chunk is None and jax.default_backend() == "cpu":
+        chunk = 1
     if args.estimator == "pes":
-        estimator = lo.PES(args.unroll, args.horizon, args.meta_loss, std=args.pes_std)
+        estimator = lo.PES(
+            args.unroll, args.horizon, args.meta_loss, std=args.pes_std, task_chunk=chunk
+        )
     else:
         estimator = lo.TruncatedBackprop(
-            args.unroll, args.horizon, args.meta_loss, second_order=args.second_order
+            args.unroll,
+            args.horizon,
+            args.meta_loss,
+            second_order=args.second_order,
+            task_chunk=chunk,
         )
     trainer = lo.MetaTrainer(
         optimizer,

@@ -14,7 +14,7 @@ import learned_opt as lo  # noqa: E402
 
 #: Small instances of each architecture (hidden sizes shrunk where the default is not the point).
 SMALL_OPTIMIZERS = {
-    "lstm": lo.LSTMOptimizer(hidden_size=4, momentum_size=4),
+    "lstm": lo.LSTMOptimizer(hidden_size=4, momentum_size=4, normalized_inputs=True),
     "meta_lstm": lo.MetaLSTMOptimizer(hidden_size=4),
     "rule": lo.LearnedRule(),
 }

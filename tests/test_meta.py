@@ -172,6 +172,24 @@ def test_meta_training_improves_the_optimizer():
     assert median_final(state.meta_params) < 0.5 * start
 
 
+@pytest.mark.parametrize("estimator", [lo.TruncatedBackprop(5, 10), lo.PES(5, 10)])
+def test_task_chunks_compute_the_same_estimate(estimator):
+    mp = SMALL_LSTM.init(jax.random.key(0))
+    chunked = dataclasses.replace(estimator, task_chunk=2)
+    state = estimator.init(SMALL_LSTM, QUAD, mp, jax.random.key(1), 4)
+
+    def run(est):
+        return jax.jit(lambda s: est.estimate(SMALL_LSTM, QUAD, mp, s, jax.random.key(2)))(state)
+
+    (a, _), (b, _) = run(estimator), run(chunked)
+    # Equal up to float reassociation in the batched matmuls.
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5), a, b)
+    with pytest.raises(ValueError, match="task_chunk"):
+        dataclasses.replace(estimator, task_chunk=3).estimate(
+            SMALL_LSTM, QUAD, mp, state, jax.random.key(2)
+        )
+
+
 def test_num_tasks_must_divide_over_devices():
     with pytest.raises(ValueError, match="num_tasks"):
         lo.MetaTrainer(SMALL_LSTM, QUAD, num_tasks=0)

@@ -182,3 +182,33 @@ def test_meta_gradient_through_ten_unrolled_steps(small_opt):
         assert _global_norm(group) > 0.0, name
     if isinstance(opt, lo.LSTMOptimizer):
         assert opt.momentum_size == 4 and _global_norm(grads["momentum"]) > 0.0
+
+
+def test_normalized_inputs_are_invariant_to_gradient_scale():
+    g = jax.random.normal(jax.random.key(0), (5, 7))
+    moments_a = moments_b = features.init_moments(7)
+    for t in range(5):
+        fa, moments_a = features.normalized_features(moments_a, g[t])
+        fb, moments_b = features.normalized_features(moments_b, 1000.0 * g[t])
+        np.testing.assert_allclose(fa, fb, rtol=1e-4, atol=1e-5)
+    # First step: m_hat = g and v_hat = g**2, so both features are sign(g).
+    first, _ = features.normalized_features(features.init_moments(7), g[0])
+    np.testing.assert_allclose(first, jnp.sign(g[0])[:, None] * jnp.ones((1, 2)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("opt", "floats_per_param"),
+    [
+        (lo.LSTMOptimizer(), 2 * 2 * 20),
+        (lo.LSTMOptimizer(momentum_size=10), 2 * 2 * 20 + 2 * 10),
+        (lo.LSTMOptimizer(normalized_inputs=True), 2 * 2 * 20 + 2),
+        (lo.MetaLSTMOptimizer(), 2 * 20 + 2),
+        (lo.LearnedRule(), 3 + 1),
+    ],
+)
+def test_state_holds_no_more_than_its_per_coordinate_memory(opt, floats_per_param):
+    n = 1000
+    params = {"a": jnp.zeros((10, 50)), "b": [jnp.zeros(500)]}
+    state = opt.init_state(opt.init(jax.random.key(0)), params)
+    nbytes = sum(x.nbytes for x in jax.tree.leaves(state))
+    assert floats_per_param * 4 * n <= nbytes <= floats_per_param * 4 * n + 64

@@ -27,7 +27,7 @@ def log_sign(g: jax.Array, p: float = 10.0) -> jax.Array:
     Example:
         >>> import jax.numpy as jnp
         >>> from learned_opt.optimizers.features import log_sign
-        >>> log_sign(jnp.array([1.0, -1e-6]), p=10.0).round(3).tolist()
+        >>> [[round(float(v), 3) for v in row] for row in log_sign(jnp.array([1.0, -1e-6]))]
         [[0.0, 1.0], [-1.0, -0.022]]
 
     References:
@@ -92,3 +92,40 @@ def loss_feature(
     new_mean = mean + (1.0 - decay) * delta
     new_var = decay * (stats.var + (1.0 - decay) * delta**2)
     return feature, LossStats(new_mean, new_var, stats.count + 1)
+
+
+class Moments(NamedTuple):
+    """Per-coordinate EMAs of the gradient and its square, and the step count."""
+
+    mu: jax.Array
+    nu: jax.Array
+    count: jax.Array
+
+
+def init_moments(num_coordinates: int) -> Moments:
+    zeros = jnp.zeros((num_coordinates,), jnp.float32)
+    return Moments(zeros, zeros, jnp.zeros((), jnp.int32))
+
+
+def normalized_features(
+    moments: Moments, g: jax.Array, decay: float = 0.95, eps: float = 1e-8
+) -> tuple[jax.Array, Moments]:
+    """The scale-free RNNprop inputs of Lv et al. (2017): ``g / sqrt(v)`` and ``m / sqrt(v)``.
+
+    ``m`` and ``v`` are bias-corrected EMAs of ``g`` and ``g**2`` with the same ``decay`` (0.95
+    in the paper). Both features are invariant to rescaling the loss.
+
+    Returns:
+        ``(features (N, 2), new_moments)``.
+
+    References:
+        Lv, Jiang & Li, "Learning gradient descent: better generalization and longer horizons",
+        ICML 2017.
+    """
+    count = moments.count + 1
+    mu = decay * moments.mu + (1.0 - decay) * g
+    nu = decay * moments.nu + (1.0 - decay) * g**2
+    correction = 1.0 - decay ** count.astype(jnp.float32)
+    rms = jnp.sqrt(nu / correction) + eps
+    feats = jnp.stack([g / rms, mu / correction / rms], axis=-1)
+    return feats, Moments(mu, nu, count)

@@ -18,12 +18,15 @@ class LSTMOptimizerState(NamedTuple):
     Attributes:
         layers: one ``LSTMCarry`` per layer, each array ``(num_coordinates, hidden_size)``.
         momentum: the momentum LSTM's carry ``(num_coordinates, momentum_size)``, or ``None``.
+        moments: gradient EMAs for the normalised inputs, ``(num_coordinates,)`` each, or
+            ``None``.
         loss_stats: running statistics for the scale-free loss input.
         spec: zero-size record of the parameters' structure, shapes and dtypes.
     """
 
     layers: tuple[cell.LSTMCarry, ...]
     momentum: cell.LSTMCarry | None
+    moments: features.Moments | None
     loss_stats: features.LossStats
     spec: Any
 
@@ -37,7 +40,8 @@ class LSTMOptimizer(LearnedOptimizer):
     model's size and the whole model takes one matmul per layer. Per coordinate the inputs are
     the preprocessed gradient, optionally a loss feature invariant to the loss's scale and offset,
     and optionally the hidden state of a second *momentum* LSTM that carries a memory of past
-    gradients. The output, times ``output_scale``, is the coordinate's update.
+    gradients, and optionally the Adam-normalised gradient and momentum of Lv et al. (2017).
+    The output, times ``output_scale``, is the coordinate's update.
 
     Args:
         hidden_size: units per LSTM layer (20 in the paper).
@@ -46,6 +50,8 @@ class LSTMOptimizer(LearnedOptimizer):
         preprocess_p: the exponent ``p`` of the log/sign preprocessing (10 in the paper).
         use_loss: feed the loss (then ``tx.update`` needs ``value=``).
         momentum_size: units of the momentum LSTM; 0 disables it.
+        normalized_inputs: also feed ``g / sqrt(v)`` and ``m / sqrt(v)`` (RNNprop inputs; two
+            more float32 of state per parameter).
         output_scale: multiplies the network's output (0.1 in the paper on MNIST).
 
     Example:
@@ -62,7 +68,8 @@ class LSTMOptimizer(LearnedOptimizer):
 
     References:
         Andrychowicz et al., "Learning to learn by gradient descent by gradient descent",
-        NeurIPS 2016.
+        NeurIPS 2016. Lv, Jiang & Li, "Learning gradient descent: better generalization and
+        longer horizons", ICML 2017 (``normalized_inputs``).
     """
 
     hidden_size: int = 20
@@ -71,6 +78,7 @@ class LSTMOptimizer(LearnedOptimizer):
     preprocess_p: float = 10.0
     use_loss: bool = True
     momentum_size: int = 0
+    normalized_inputs: bool = False
     output_scale: float = 0.1
 
     def __post_init__(self):
@@ -92,7 +100,12 @@ class LSTMOptimizer(LearnedOptimizer):
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Samples LSTM weights; the output layer starts small (std 0.01)."""
         keys = jax.random.split(key, self.num_layers + 2)
-        input_size = self._gradient_inputs + int(self.use_loss) + self.momentum_size
+        input_size = (
+            self._gradient_inputs
+            + int(self.use_loss)
+            + self.momentum_size
+            + 2 * int(self.normalized_inputs)
+        )
         layers = []
         for k in range(self.num_layers):
             layers.append(cell.init_lstm_params(keys[k], input_size, self.hidden_size))
@@ -116,7 +129,8 @@ class LSTMOptimizer(LearnedOptimizer):
         n = _trees.num_coordinates(spec)
         layers = tuple(cell.init_carry(n, self.hidden_size) for _ in range(self.num_layers))
         momentum = cell.init_carry(n, self.momentum_size) if self.momentum_size else None
-        return LSTMOptimizerState(layers, momentum, features.init_loss_stats(), spec)
+        moments = features.init_moments(n) if self.normalized_inputs else None
+        return LSTMOptimizerState(layers, momentum, moments, features.init_loss_stats(), spec)
 
     def _step(self, meta_params, state, grads, params, loss):
         del params
@@ -131,6 +145,10 @@ class LSTMOptimizer(LearnedOptimizer):
         if self.momentum_size:
             momentum = cell.lstm_step(meta_params["momentum"], gx, momentum)
             inputs.append(momentum.h)
+        moments = state.moments
+        if self.normalized_inputs:
+            normalized, moments = features.normalized_features(moments, g)
+            inputs.append(normalized)
         x = jnp.concatenate(inputs, axis=-1)
         layers = []
         for layer_params, carry in zip(meta_params["layers"], state.layers, strict=True):
@@ -139,5 +157,5 @@ class LSTMOptimizer(LearnedOptimizer):
             x = carry.h
         out = (x @ meta_params["out"]["w"])[:, 0] + meta_params["out"]["b"][0]
         out = out * self.output_scale
-        new_state = LSTMOptimizerState(tuple(layers), momentum, loss_stats, state.spec)
+        new_state = LSTMOptimizerState(tuple(layers), momentum, moments, loss_stats, state.spec)
         return _trees.unravel(out, state.spec), new_state
