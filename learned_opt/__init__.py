@@ -1,6 +1,7 @@
 """learned_opt: learned optimizers in JAX, meta-trained and exported as optax transformations."""
 
 from learned_opt import evaluation as evaluation
+from learned_opt import fewshot as fewshot
 from learned_opt import io as io
 from learned_opt import tasks as tasks
 from learned_opt.io import load as load

@@ -30,7 +30,7 @@ _RUN = textwrap.dedent(
     else:
         state = trainer.init(jax.random.key(7))
     state = trainer.run(state, steps, checkpoint_dir=out + "/ckpt", checkpoint_every=3,
-                        progress=False, callback=lambda step, m: time.sleep(slow))
+                        progress=False, callback=lambda step, m, state: time.sleep(slow))
     lo.save(out + "/opt.msgpack", trainer.optimizer, jax.device_get(state.meta_params))
     """
 )
@@ -51,13 +51,15 @@ def test_killed_run_resumes_to_the_same_meta_parameters(tmp_path):
     steps = 30
     killed = tmp_path / "killed"
     proc = _run(killed, steps, slow=0.2)
-    _finish(tmp_path / "whole", steps)
-    deadline = time.time() + 240
-    while len(checkpoint.checkpoints(killed / "ckpt")) < 2 and time.time() < deadline:
-        assert proc.poll() is None, "the run to be killed ended early"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        _finish(tmp_path / "whole", steps)
+        deadline = time.time() + 240
+        while len(checkpoint.checkpoints(killed / "ckpt")) < 2 and time.time() < deadline:
+            assert proc.poll() is None, "the run to be killed ended early"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
     done = int(checkpoint.checkpoints(killed / "ckpt")[-1].name[5:13])
     assert 0 < done < steps and not (killed / "opt.msgpack").exists()

@@ -4,6 +4,7 @@ from learned_opt.tasks.base import Task as Task
 from learned_opt.tasks.base import TaskFamily as TaskFamily
 from learned_opt.tasks.conv import ConvNet as ConvNet
 from learned_opt.tasks.datasets import load_dataset as load_dataset
+from learned_opt.tasks.glyphs import Glyphs as Glyphs
 from learned_opt.tasks.ill_conditioned import Rosenbrock as Rosenbrock
 from learned_opt.tasks.ill_conditioned import ScaledQuadratic as ScaledQuadratic
 from learned_opt.tasks.mlp import MLP as MLP
