@@ -105,6 +105,7 @@ FULL = {
     "meta_lr": 3e-3,
     "meta_loss": "log_mean",
     "output_scale": 0.1,
+    "normalized_inputs": True,
     "eval_every": 50,
     "horizon": 100,
     "max_seconds": 300.0,
@@ -397,21 +398,15 @@ def worker_beat(cfg: dict[str, Any]) -> dict[str, Any]:
     adam_median = float(np.median(np.where(np.isfinite(adam_final), adam_final, np.inf)))
     adam_s = time.perf_counter() - t0
 
-    opt = lo.LSTMOptimizer(output_scale=cfg["output_scale"])
-
-    # train_curves closes over the meta-parameters, so every call would compile anew; this is
-    # the same computation (evaluation._train_one) with the meta-parameters as an argument.
-    def finals(meta_params: PyTree) -> jax.Array:
-        tx = optax.with_extra_args_support(opt.as_optax(meta_params))
-        return jax.vmap(lambda k: evaluation._train_one(family, tx, k, steps)[1])(test_keys)
-
-    finals_jit = jax.jit(finals)
+    opt = lo.LSTMOptimizer(
+        output_scale=cfg["output_scale"], normalized_inputs=cfg["normalized_inputs"]
+    )
     eval_s = 0.0
 
     def lstm_median(meta_params: PyTree) -> float:
         nonlocal eval_s
         t = time.perf_counter()
-        final = np.asarray(finals_jit(meta_params))
+        final = evaluation.learned_curves(family, opt, meta_params, test_keys, steps).final
         eval_s += time.perf_counter() - t
         return float(np.median(np.where(np.isfinite(final), final, np.inf)))
 
@@ -461,7 +456,15 @@ def worker_beat(cfg: dict[str, Any]) -> dict[str, Any]:
         "family": family.config(),
         "config": {
             k: cfg[k]
-            for k in ("unroll", "tasks", "meta_lr", "meta_loss", "output_scale", "horizon")
+            for k in (
+                "unroll",
+                "tasks",
+                "meta_lr",
+                "meta_loss",
+                "output_scale",
+                "normalized_inputs",
+                "horizon",
+            )
         },
         "optimizer": {"name": "LSTMOptimizer", **opt.config()},
         "eval_every": cfg["eval_every"],
@@ -841,7 +844,8 @@ def beat_markdown(beat: dict[str, Any] | None) -> list[str]:
         return [*lines, f"Failed: {beat['error']}.", ""]
     c = beat["config"]
     lines.append(
-        f"`LSTMOptimizer(output_scale={c['output_scale']:g})` meta-trained on "
+        f"`LSTMOptimizer(output_scale={c['output_scale']:g}, "
+        f"normalized_inputs={c['normalized_inputs']})` meta-trained on "
         f"`Quadratic(dim=10)` with `TruncatedBackprop(unroll_length={c['unroll']}, "
         f'horizon={c["horizon"]}, meta_loss="{c["meta_loss"]}")`, {c["tasks"]} tasks per '
         f"meta-step, Adam {c['meta_lr']:g} on the meta-parameters (clip 1.0), 1 device "
@@ -930,6 +934,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bt.add_argument("--meta-lr", type=float, help="Adam learning rate on the meta-params (3e-3)")
     bt.add_argument("--meta-loss", choices=unroll_lib.META_LOSSES, help="meta-loss (log_mean)")
     bt.add_argument("--output-scale", type=float, help="LSTMOptimizer output_scale (0.1)")
+    bt.add_argument(
+        "--normalized-inputs",
+        action=argparse.BooleanOptionalAction,
+        help="LSTMOptimizer normalized_inputs (on)",
+    )
     bt.add_argument("--eval-every", type=int, help="meta-steps between evaluations (50 / 10)")
     bt.add_argument("--horizon", type=int, help="inner steps before a task resets (100)")
     bt.add_argument("--max-seconds", type=float, help="cap on meta-training seconds (300 / 5)")

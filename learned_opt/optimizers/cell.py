@@ -29,8 +29,9 @@ def init_lstm_params(key: jax.Array, input_size: int, hidden_size: int) -> dict[
 
 
 def init_carry(num_coordinates: int, hidden_size: int) -> LSTMCarry:
-    zeros = jnp.zeros((num_coordinates, hidden_size), jnp.float32)
-    return LSTMCarry(zeros, zeros)
+    shape = (num_coordinates, hidden_size)
+    # Two buffers, not one shared: a shared buffer cannot be donated to a jitted update.
+    return LSTMCarry(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
 
 
 def lstm_step(params: dict[str, jax.Array], x: jax.Array, carry: LSTMCarry) -> LSTMCarry:

@@ -103,8 +103,10 @@ class Moments(NamedTuple):
 
 
 def init_moments(num_coordinates: int) -> Moments:
-    zeros = jnp.zeros((num_coordinates,), jnp.float32)
-    return Moments(zeros, zeros, jnp.zeros((), jnp.int32))
+    shape = (num_coordinates,)
+    return Moments(
+        jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros((), jnp.int32)
+    )
 
 
 def normalized_features(

@@ -113,8 +113,9 @@ class LearnedRule(LearnedOptimizer):
         t = count.astype(jnp.float32)
         m_hat = momenta / (1.0 - decays**t)
         rms = jnp.sqrt(nu / (1.0 - self.rms_decay**t)) + self.eps
-        feats = jnp.concatenate(
-            [g[:, None], m_hat, theta[:, None], (g / rms)[:, None], m_hat / rms[:, None]], axis=-1
-        )
-        step = -jnp.exp(meta_params["log_lr"]) * (feats @ meta_params["coef"])
+        # The features in the order of feature_names(), combined without materialising an
+        # (N, num_features) matrix (several times faster for large N).
+        columns = [g, *m_hat.T, theta, g / rms, *(m_hat / rms[:, None]).T]
+        combined = sum(c * f for c, f in zip(meta_params["coef"], columns, strict=True))
+        step = -jnp.exp(meta_params["log_lr"]) * combined
         return _trees.unravel(step, state.spec), LearnedRuleState(momenta, nu, count, state.spec)
