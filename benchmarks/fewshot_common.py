@@ -8,26 +8,13 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from _common import TITLE, cpu_model, write_section  # noqa: F401 (re-exported)
 
 from learned_opt import fewshot
-
-TITLE = "# learned_opt benchmark results"
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name from /proc/cpuinfo (``None`` where unavailable)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def machine_info() -> dict[str, Any]:
@@ -67,17 +54,6 @@ def mean_ci95(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray
     values = np.asarray(values, np.float64)
     n = values.shape[axis]
     return values.mean(axis), 1.96 * values.std(axis, ddof=1) / np.sqrt(n)
-
-
-def write_section(path: Path, section: str, begin: str, end: str) -> None:
-    """Replaces the text between ``begin`` and ``end`` in ``path`` (or appends the section)."""
-    text = path.read_text() if path.exists() else f"{TITLE}\n"
-    start, stop = text.find(begin), text.find(end)
-    if start != -1 and stop > start:
-        text = text[:start] + section.rstrip("\n") + text[stop + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    path.write_text(text)
 
 
 def train(

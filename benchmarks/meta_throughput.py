@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import resource
@@ -78,6 +77,11 @@ import numpy as np
 import optax
 
 import learned_opt as lo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
+from _common import fmt as _fmt
+
 from learned_opt import evaluation
 from learned_opt.meta import unroll as unroll_lib
 from learned_opt.meta.trainer import TASK_AXIS
@@ -86,7 +90,6 @@ PyTree = Any
 
 BEGIN_MARKER = "<!-- meta_throughput:begin -->"
 END_MARKER = "<!-- meta_throughput:end -->"
-TITLE = "# learned_opt benchmark results"
 SECTION_TITLE = "## Meta-training throughput and time to beat Adam (benchmarks/meta_throughput.py)"
 FAMILIES = ("quadratic", "mlp")
 FORCED_DEVICES = 4
@@ -556,16 +559,8 @@ def run_child(
 
 
 def machine_info(device_info: dict[str, Any]) -> dict[str, Any]:
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": _common.cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_gb": _memory_gb(),
@@ -598,22 +593,6 @@ def _memory_gb() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
-    """Fraction of all CPUs busy over ``seconds`` (from /proc/stat), before this run starts."""
-    try:
-
-        def read() -> tuple[int, int]:
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-            return sum(fields), fields[3] + fields[4]
-
-        total0, idle0 = read()
-        time.sleep(seconds)
-        total1, idle1 = read()
-        return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -682,7 +661,7 @@ def add_speedups(rows: list[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     cfg = settings(args)
     check_settings(cfg)
-    busy = cpu_busy_fraction()
+    busy = _common.cpu_busy_fraction()
     load_start = list(os.getloadavg())
     t_start = time.perf_counter()
     info = run_child("info", cfg, log, platform_name="default")
@@ -747,12 +726,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         "time_to_beat_adam": beat,
         "wall_s": time.perf_counter() - t_start,
     }
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format(value, spec)
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -886,13 +859,7 @@ def beat_markdown(beat: dict[str, Any] | None) -> list[str]:
 
 def write_results_md(path: Path, section: str) -> None:
     """Replaces this benchmark's section of ``path`` (or appends it), keeping everything else."""
-    text = path.read_text() if path.exists() else f"{TITLE}\n"
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if begin != -1 and end > begin:
-        text = text[:begin] + section + text[end + len(END_MARKER) :].removeprefix("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    _common.write_section(path, section, BEGIN_MARKER, END_MARKER)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -58,11 +58,14 @@ import optax
 
 import learned_opt as lo
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
+from _common import fmt as _fmt
+
 PyTree = Any
 
 BEGIN_MARKER = "<!-- step_cost:begin -->"
 END_MARKER = "<!-- step_cost:end -->"
-TITLE = "# learned_opt benchmark results"
 SECTION_TITLE = "## Optimizer step cost (benchmarks/step_cost.py)"
 CPU_SIZES = (1e4, 1e5, 1e6)
 GPU_EXTRA_SIZES = (1e7, 1e8)
@@ -284,19 +287,11 @@ def time_bandwidth(num_floats: int, in_place: bool, repeats: int) -> dict[str, A
 
 def machine_info() -> dict[str, Any]:
     """The machine and software versions, for the record."""
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "jax_devices": [f"{d!r} ({d.device_kind})" for d in jax.devices()],
         "backend": jax.default_backend(),
         "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
+        "cpu_model": _common.cpu_model(),
         "platform_processor": platform.processor(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -313,22 +308,6 @@ def _jaxlib_version() -> str | None:
 
         return jaxlib.__version__
     except (ImportError, AttributeError):
-        return None
-
-
-def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
-    """Fraction of all CPUs busy over ``seconds`` (from /proc/stat), before this run starts."""
-    try:
-
-        def read() -> tuple[int, int]:
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-            return sum(fields), fields[3] + fields[4]
-
-        total0, idle0 = read()
-        time.sleep(seconds)
-        total1, idle1 = read()
-        return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
-    except (OSError, ValueError, IndexError):
         return None
 
 
@@ -425,7 +404,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         sizes = [int(s) for s in CPU_SIZES]
         if backend == "gpu":
             sizes += [int(s) for s in GPU_EXTRA_SIZES]
-    busy = cpu_busy_fraction()
+    busy = _common.cpu_busy_fraction()
     result: dict[str, Any] = {
         "benchmark": "step_cost",
         "command": "python benchmarks/step_cost.py " + shlex.join(sys.argv[1:]),
@@ -475,13 +454,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     result["wall_s"] = time.perf_counter() - t_start
     result["load_average_end"] = list(os.getloadavg())
     return result
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    """``value`` formatted with ``spec``, or a dash when missing or not finite."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format(value, spec)
 
 
 def _pct(value: float | None) -> str:
@@ -661,13 +633,7 @@ def findings(result: dict[str, Any]) -> list[str]:
 
 def write_results_md(path: Path, section: str) -> None:
     """Replaces this benchmark's section of ``path`` (or appends it), keeping everything else."""
-    text = path.read_text() if path.exists() else f"{TITLE}\n"
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if begin != -1 and end > begin:
-        text = text[:begin] + section + text[end + len(END_MARKER) :].removeprefix("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    _common.write_section(path, section, BEGIN_MARKER, END_MARKER)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,57 @@
+"""Helpers every benchmark script shares: the machine's description and RESULTS.md sections."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+TITLE = "# learned_opt benchmark results"
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (``None`` where unavailable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy over ``seconds`` (from /proc/stat), before a run starts."""
+    try:
+
+        def read() -> tuple[int, int]:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+            return sum(fields), fields[3] + fields[4]
+
+        total0, idle0 = read()
+        time.sleep(seconds)
+        total1, idle1 = read()
+        return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``, or a dash when missing or not finite."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return format(value, spec)
+
+
+def write_section(path: Path, section: str, begin: str, end: str) -> None:
+    """Replaces the text from ``begin`` to ``end`` in ``path`` (or appends the section).
+
+    ``section`` includes both markers; everything else in the file is kept.
+    """
+    text = path.read_text() if path.exists() else f"{TITLE}\n"
+    start, stop = text.find(begin), text.find(end)
+    if start != -1 and stop > start:
+        text = text[:start] + section.rstrip("\n") + text[stop + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    path.write_text(text)
