@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
 import time
 from pathlib import Path
 
@@ -46,12 +48,19 @@ def fmt(value: float | None, spec: str) -> str:
 def write_section(path: Path, section: str, begin: str, end: str) -> None:
     """Replaces the text from ``begin`` to ``end`` in ``path`` (or appends the section).
 
-    ``section`` includes both markers; everything else in the file is kept.
+    ``section`` includes both markers; everything else in the file is kept. Benchmarks that run
+    in parallel may write the same file: the read-modify-write holds an exclusive lock on the
+    file's directory.
     """
-    text = path.read_text() if path.exists() else f"{TITLE}\n"
-    start, stop = text.find(begin), text.find(end)
-    if start != -1 and stop > start:
-        text = text[:start] + section.rstrip("\n") + text[stop + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    path.write_text(text)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        text = path.read_text() if path.exists() else f"{TITLE}\n"
+        start, stop = text.find(begin), text.find(end)
+        if start != -1 and stop > start:
+            text = text[:start] + section.rstrip("\n") + text[stop + len(end) :]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+        path.write_text(text)
+    finally:
+        os.close(fd)

@@ -4,6 +4,9 @@ from learned_opt import evaluation as evaluation
 from learned_opt import fewshot as fewshot
 from learned_opt import io as io
 from learned_opt import tasks as tasks
+from learned_opt.hub import list_pretrained as list_pretrained
+from learned_opt.hub import load_pretrained as load_pretrained
+from learned_opt.hub import pretrained as pretrained
 from learned_opt.io import load as load
 from learned_opt.io import save as save
 from learned_opt.meta.checkpoint import CheckpointError as CheckpointError

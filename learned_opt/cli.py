@@ -32,12 +32,12 @@ def _value(text: str) -> Any:
         return text
 
 
-def _family_options(pairs: list[str]) -> dict[str, Any]:
+def _options(pairs: list[str], flag: str = "--family-option") -> dict[str, Any]:
     options = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--family-option: expected NAME=VALUE, got {pair!r}")
+            raise SystemExit(f"{flag}: expected NAME=VALUE, got {pair!r}")
         options[name.strip()] = _value(text.strip())
     return options
 
@@ -69,6 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--normalized-inputs", action="store_true", help="lstm: add RNNprop g/sqrt(v), m/sqrt(v)"
     )
     train.add_argument("--no-loss-input", action="store_true", help="do not feed the loss")
+    train.add_argument(
+        "--optimizer-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other constructor option of the optimizer, repeatable "
+        "(e.g. input_bias=-1,0 for meta_lstm)",
+    )
+    train.add_argument(
+        "--random-scaling",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="meta-train on the family with each coordinate rescaled by exp(U[-S, S]) "
+        "(Lv et al. 2017); validation uses the unscaled family",
+    )
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="FILE",
+        help="start from this optimizer file (or a pretrained name): its architecture and "
+        "weights replace the architecture options above",
+    )
     train.add_argument("--meta-steps", type=int, default=300)
     train.add_argument("--unroll", type=int, default=20, help="steps per truncation")
     train.add_argument("--horizon", type=int, default=100, help="inner steps before a task resets")
@@ -104,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     ev = sub.add_parser("evaluate", help="compare a trained optimizer with tuned baselines")
-    ev.add_argument("optimizer_file", type=Path)
+    ev.add_argument("optimizer_file", type=Path, help="an optimizer file or a pretrained name")
     _add_family(ev)
     ev.add_argument("--steps", type=int, default=100)
     ev.add_argument("--loss-scale", type=float, default=1.0, help="multiply the tasks' loss")
@@ -144,18 +167,33 @@ def _make_optimizer(args):
     import learned_opt as lo
 
     use_loss = not args.no_loss_input
-    if args.optimizer == "lstm":
-        return lo.LSTMOptimizer(
-            hidden_size=args.hidden_size,
-            num_layers=args.layers,
-            momentum_size=args.momentum_size,
-            output_scale=args.output_scale,
-            normalized_inputs=args.normalized_inputs,
-            use_loss=use_loss,
-        )
-    if args.optimizer == "meta_lstm":
-        return lo.MetaLSTMOptimizer(hidden_size=args.hidden_size, use_loss=use_loss)
-    return lo.LearnedRule()
+    extra = _options(args.optimizer_option, "--optimizer-option")
+    try:
+        if args.optimizer == "lstm":
+            options = {
+                "hidden_size": args.hidden_size,
+                "num_layers": args.layers,
+                "momentum_size": args.momentum_size,
+                "output_scale": args.output_scale,
+                "normalized_inputs": args.normalized_inputs,
+                "use_loss": use_loss,
+            }
+            return lo.LSTMOptimizer(**{**options, **extra})
+        if args.optimizer == "meta_lstm":
+            options = {"hidden_size": args.hidden_size, "use_loss": use_loss}
+            return lo.MetaLSTMOptimizer(**{**options, **extra})
+        return lo.LearnedRule(**extra)
+    except TypeError as e:
+        raise SystemExit(f"--optimizer-option: {e}") from None
+
+
+def _load_optimizer(source: Path):
+    """``(optimizer, meta_params)`` from a file, or from a pretrained name if no such file."""
+    import learned_opt as lo
+
+    if source.exists() or str(source) not in lo.list_pretrained():
+        return lo.load(source)
+    return lo.load_pretrained(str(source))
 
 
 def meta_train(args: argparse.Namespace) -> None:
@@ -170,8 +208,15 @@ def meta_train(args: argparse.Namespace) -> None:
     from learned_opt.meta import checkpoint
     from learned_opt.plotting import plot_meta_training
 
-    family = lo.tasks.get_family(args.family, **_family_options(args.family_option))
-    optimizer = _make_optimizer(args)
+    family = lo.tasks.get_family(args.family, **_options(args.family_option))
+    train_family = family
+    if args.random_scaling:
+        train_family = lo.tasks.RandomScaling(family, args.random_scaling)
+    initial = None
+    if args.init_from is not None:
+        optimizer, initial = _load_optimizer(args.init_from)
+    else:
+        optimizer = _make_optimizer(args)
     chunk = args.task_chunk
     if chunk is None and jax.default_backend() == "cpu":
         chunk = 1
@@ -189,7 +234,7 @@ def meta_train(args: argparse.Namespace) -> None:
         )
     trainer = lo.MetaTrainer(
         optimizer,
-        family,
+        train_family,
         estimator,
         optax.adam(args.meta_lr),
         num_tasks=args.tasks,
@@ -203,7 +248,7 @@ def meta_train(args: argparse.Namespace) -> None:
         print(f"resumed from meta-step {int(state.step)} ({ckpt_dir})", file=sys.stderr)
         _truncate_log(log_path, int(state.step))
     else:
-        state = trainer.init(jax.random.key(args.seed))
+        state = trainer.init(jax.random.key(args.seed), initial)
         log_path.unlink(missing_ok=True)
     (out / "config.json").write_text(json.dumps(trainer.config(), indent=2, sort_keys=True))
     t0 = time.perf_counter()
@@ -214,7 +259,7 @@ def meta_train(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         log_path=log_path,
         progress=not args.no_progress,
-        callback=_keep_best(args, trainer, out / "optimizer.msgpack", log_path),
+        callback=_keep_best(args, trainer, family, out / "optimizer.msgpack", log_path),
     )
     last = jax.device_get(state.meta_params)
     lo.save(out / "optimizer_last.msgpack", optimizer, last)
@@ -238,10 +283,11 @@ def meta_train(args: argparse.Namespace) -> None:
     )
 
 
-def _keep_best(args, trainer, path: Path, log_path: Path):
+def _keep_best(args, trainer, family, path: Path, log_path: Path):
     """A ``MetaTrainer.run`` callback: validate every ``args.validate_every`` meta-steps.
 
-    Validation trains ``args.validate_tasks`` tasks of the training split for one horizon with
+    Validation trains ``args.validate_tasks`` tasks of ``family``'s training split (without any
+    random scaling) for one horizon with
     the current meta-parameters and takes the median final loss; the best meta-parameters so far
     are saved to ``path``. Test tasks (the ``"test"`` split of ``evaluate``) are never used.
     """
@@ -263,7 +309,7 @@ def _keep_best(args, trainer, path: Path, log_path: Path):
             return None
         meta_params = jax.device_get(state.meta_params)
         curves = evaluation.learned_curves(
-            trainer.family, trainer.optimizer, meta_params, keys, args.horizon
+            family, trainer.optimizer, meta_params, keys, args.horizon
         )
         value = float(np.median(np.where(np.isfinite(curves.final), curves.final, np.inf)))
         if value < best or not path.exists():
@@ -286,10 +332,10 @@ def evaluate(args: argparse.Namespace) -> None:
     from learned_opt import evaluation
     from learned_opt.plotting import plot_loss_curves
 
-    family = lo.tasks.get_family(args.family, **_family_options(args.family_option))
+    family = lo.tasks.get_family(args.family, **_options(args.family_option))
     if args.loss_scale != 1.0:
         family = lo.tasks.ScaledLoss(family, args.loss_scale)
-    optimizer, meta_params = lo.load(args.optimizer_file)
+    optimizer, meta_params = _load_optimizer(args.optimizer_file)
     test = evaluation.task_keys(args.seed, args.tasks, "test")
     tune = evaluation.task_keys(args.seed, args.tune_tasks, "train")
     results, curves = {}, {}
@@ -299,10 +345,10 @@ def evaluate(args: argparse.Namespace) -> None:
     for base in filter(None, args.baselines.split(",")):
         if base not in evaluation.BASELINES:
             raise SystemExit(f"--baselines: unknown {base!r}; known {sorted(evaluation.BASELINES)}")
-        make = evaluation.BASELINES[base]
-        lr, _ = evaluation.tune_learning_rate(family, make, tune, args.steps)
-        c = evaluation.train_curves(family, make(lr), test, args.steps)
-        results[base], curves[base] = {"lr": lr, **evaluation.summarize(c.final)}, c.losses
+        tuned = evaluation.tune_baseline(family, base, tune, args.steps)
+        c = evaluation.train_curves(family, tuned.transformation(), test, args.steps)
+        results[base] = {**tuned.hyperparams, **evaluation.summarize(c.final)}
+        curves[base] = c.losses
     out = args.out or args.optimizer_file.parent
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"eval_{family.name}.png"

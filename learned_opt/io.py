@@ -1,4 +1,19 @@
-"""Saving and loading trained optimizers as small msgpack files (never pickle)."""
+"""Saving and loading trained optimizers as small msgpack files (never pickle).
+
+A file holds a format marker and version, the architecture's class name, its configuration and
+its weights; :func:`load` rebuilds the optimizer from them and checks every weight's shape and
+dtype against the architecture.
+
+Example:
+    >>> import jax, os, tempfile
+    >>> import learned_opt as lo
+    >>> opt = lo.LSTMOptimizer(hidden_size=4)
+    >>> path = os.path.join(tempfile.mkdtemp(), "opt.msgpack")
+    >>> lo.save(path, opt, opt.init(jax.random.key(0)))
+    >>> loaded, meta_params = lo.load(path)
+    >>> loaded == opt, meta_params["out"]["w"].shape
+    (True, (4, 1))
+"""
 
 from __future__ import annotations
 
@@ -20,11 +35,27 @@ FORMAT_VERSION = 1
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically: a reader sees the old file or the new, never half."""
+    """Writes ``data`` to ``path`` atomically: a reader sees the old file or the new, never half.
+
+    The bytes go to a temporary file in the same folder (created if needed), are flushed to disk
+    and then renamed over ``path``. The file gets the usual permissions of a new file (``0o666``
+    less the umask), not the private ones of a temporary file.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from learned_opt.io import atomic_write_bytes
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "sub" / "data.bin"
+        >>> atomic_write_bytes(path, b"abc")
+        >>> path.read_bytes(), [p.name for p in path.parent.iterdir()]
+        (b'abc', ['data.bin'])
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -36,7 +67,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def to_bytes(optimizer: LearnedOptimizer, meta_params: MetaParams) -> bytes:
-    """Serialises an optimizer's configuration and weights (the body of :func:`save`)."""
+    """Serialises an optimizer's configuration and weights (the body of :func:`save`).
+
+    Example:
+        >>> import jax
+        >>> import learned_opt as lo
+        >>> from learned_opt.io import from_bytes, to_bytes
+        >>> rule = lo.LearnedRule()
+        >>> data = to_bytes(rule, rule.init(jax.random.key(0)))
+        >>> from_bytes(data)[0] == rule
+        True
+    """
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -70,7 +111,25 @@ def save(path: str | os.PathLike, optimizer: LearnedOptimizer, meta_params: Meta
 
 
 def from_bytes(data: bytes, source: str = "<bytes>") -> tuple[LearnedOptimizer, MetaParams]:
-    """Inverse of :func:`to_bytes`; errors name ``source``."""
+    """Inverse of :func:`to_bytes`: ``(optimizer, meta_params)``; errors name ``source``.
+
+    Raises:
+        ValueError: if ``data`` is truncated, corrupt, not a learned_opt file, of another format
+            version, or its weights do not fit its architecture.
+
+    Example:
+        >>> import jax
+        >>> import learned_opt as lo
+        >>> from learned_opt.io import from_bytes, to_bytes
+        >>> rule = lo.LearnedRule()
+        >>> opt, meta_params = from_bytes(to_bytes(rule, rule.init(jax.random.key(0))))
+        >>> sorted(meta_params)
+        ['coef', 'log_lr']
+        >>> from_bytes(b"", source="empty.msgpack")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: empty.msgpack: not a readable learned_opt file ...
+    """
 
     def fail(what: str) -> ValueError:
         return ValueError(f"{source}: {what}")

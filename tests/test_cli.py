@@ -80,3 +80,30 @@ def test_bad_options_are_named(tmp_path):
     config.write_text("unroll_steps = 3\n")
     with pytest.raises(SystemExit, match="unroll_steps"):
         cli.main(["meta-train", "--config", str(config)])
+
+
+def test_init_from_continues_from_the_file_and_random_scaling_wraps_the_family(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    cli.main(["meta-train", *TINY, "--meta-steps", "2", "--out", str(first)])
+    cli.main([
+        "meta-train", *TINY, "--meta-steps", "0", "--init-from",
+        str(first / "optimizer_last.msgpack"), "--random-scaling", "2", "--out", str(second),
+    ])  # fmt: skip
+    # Zero meta-steps: the saved optimizer is exactly the one it started from.
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        _meta_params(second / "optimizer_last.msgpack"),
+        _meta_params(first / "optimizer_last.msgpack"),
+    )
+    family = json.loads((second / "config.json").read_text())["family"]
+    assert family["name"] == "random_scaling" and family["max_log_scale"] == 2.0
+    assert family["family"]["name"] == "quadratic"
+
+
+def test_evaluate_accepts_a_pretrained_name_and_tunes_nag_momentum(tmp_path, capsys):
+    cli.main([
+        "evaluate", "rnnprop_quadratic", "--family", "quadratic", "--steps", "10",
+        "--tasks", "4", "--tune-tasks", "2", "--baselines", "nag", "--out", str(tmp_path),
+    ])  # fmt: skip
+    results = json.loads((tmp_path / "eval_quadratic.json").read_text())
+    assert results["nag"]["momentum"] in lo.evaluation.EXTRA_GRIDS["nag"]["momentum"]

@@ -3,6 +3,7 @@
 import functools
 import os
 import re
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -142,3 +143,14 @@ def test_load_error_names_file_and_problem(saved, case):
     path.write_bytes(make_bytes(opt, meta_params))
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: .*{what}"):
         lo.load(path)
+
+
+def test_saved_file_has_the_permissions_of_a_new_file(tmp_path):
+    opt = lo.LearnedRule()
+    path = tmp_path / "rule.msgpack"
+    old = os.umask(0o022)
+    try:
+        lo.save(path, opt, opt.init(jax.random.key(0)))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -212,7 +212,8 @@ _SHARDED = textwrap.dedent(
         state, metrics = trainer.step(state)
     leaves = [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(state.meta_params)]
     shards = len(state.estimator_state.key.sharding.device_set) if sys.argv[1] == "tbptt" else 0
-    print(json.dumps({"devices": jax.device_count(), "shards": shards,
+    compiles = trainer._jitted[False]._cache_size()
+    print(json.dumps({"devices": jax.device_count(), "shards": shards, "compiles": compiles,
                       "meta_loss": float(metrics["meta_loss"]), "leaves": leaves}))
     """
 )
@@ -233,6 +234,8 @@ def _run_devices(n, estimator):
 def test_sharded_meta_training_matches_single_device(estimator):
     one, four = _run_devices(1, estimator), _run_devices(4, estimator)
     assert one["devices"] == 1 and four["devices"] == 4
+    # The second meta-step reuses the first one's program (same input shardings).
+    assert one["compiles"] == four["compiles"] == 1
     if estimator == "tbptt":
         assert four["shards"] == 4
     np.testing.assert_allclose(four["meta_loss"], one["meta_loss"], rtol=1e-4)

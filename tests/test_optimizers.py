@@ -212,3 +212,16 @@ def test_state_holds_no_more_than_its_per_coordinate_memory(opt, floats_per_para
     state = opt.init_state(opt.init(jax.random.key(0)), params)
     nbytes = sum(x.nbytes for x in jax.tree.leaves(state))
     assert floats_per_param * 4 * n <= nbytes <= floats_per_param * 4 * n + 64
+
+
+def test_meta_lstm_initial_gate_biases_follow_their_ranges():
+    opt = lo.MetaLSTMOptimizer(input_bias=(-1.0, 0.0), forget_bias=[3, 3])
+    assert opt.forget_bias == (3.0, 3.0)  # lists (from JSON) become float tuples
+    for seed in range(5):
+        meta_params = opt.init(jax.random.key(seed))
+        assert -1.0 <= float(meta_params["input"]["b"]) <= 0.0
+        assert float(meta_params["forget"]["b"]) == 3.0
+    with pytest.raises(ValueError, match="input_bias: need low <= high"):
+        lo.MetaLSTMOptimizer(input_bias=(0.0, -1.0))
+    with pytest.raises(ValueError, match="forget_bias: expected"):
+        lo.MetaLSTMOptimizer(forget_bias=4.0)

@@ -17,6 +17,7 @@ from learned_opt.tasks import (
     MLP,
     ConvNet,
     Quadratic,
+    RandomScaling,
     Rosenbrock,
     ScaledQuadratic,
     Sinusoid,
@@ -571,3 +572,34 @@ def test_missing_data_error_names_places(tmp_path, monkeypatch, no_data_env):
         "apt-get install dataset-fashion-mnist",
     ]:
         assert expected in message, (expected, message)
+
+
+def test_random_scaling_is_the_same_problem_in_rescaled_coordinates():
+    base = MLP(hidden_sizes=(5,))
+    family = RandomScaling(base, max_log_scale=2.0)
+    tp = family.sample(jax.random.key(0))
+    params = family.init(tp, jax.random.key(1))
+    unscaled = jax.tree.map(jnp.multiply, tp["scales"], params)
+    for a, b in zip(
+        jax.tree.leaves(unscaled),
+        jax.tree.leaves(base.init(tp["task"], jax.random.key(1))),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    scales = np.concatenate([np.ravel(s) for s in jax.tree.leaves(tp["scales"])])
+    assert np.exp(-2.0) <= scales.min() < 0.5 and 2.0 < scales.max() <= np.exp(2.0)
+    batch = family.batch(tp, jax.random.key(2))
+    assert float(family.loss(tp, params, batch)) == pytest.approx(
+        float(base.loss(tp["task"], unscaled, batch)), rel=1e-6
+    )
+    # The gradient is the chain rule's: c * grad f(c * theta).
+    g = jax.grad(family.loss, argnums=1)(tp, params, batch)
+    g_base = jax.grad(base.loss, argnums=1)(tp["task"], unscaled, batch)
+    expected = jax.tree.map(jnp.multiply, tp["scales"], g_base)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_random_scaling_rejects_negative_range():
+    with pytest.raises(ValueError, match="max_log_scale"):
+        RandomScaling(Quadratic(), -1.0)

@@ -3,6 +3,18 @@
 Every method returns a :class:`FewShotLearner` (``init``, ``update``, ``adapt``, ``evaluate``)
 for any model ``apply(params, x)`` and any inner optimizer (a learning rate, an optax
 transformation, or a learned optimizer).
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import learned_opt as lo
+    >>> apply = lambda params, x: x * params["w"]  # a one-parameter model
+    >>> learner = lo.fewshot.maml(apply, "mse", inner=0.1)
+    >>> state = learner.init({"w": jnp.zeros(())})
+    >>> x = jnp.ones((3, 4, 1))  # 3 tasks of 4 points, every target 1
+    >>> episodes = lo.fewshot.Episodes(support=(x, x), query=(x, x))
+    >>> state, loss = learner.update(state, episodes)
+    >>> learner.evaluate(state, episodes, num_steps=2).shape  # query loss after 0, 1, 2 steps
+    (3, 3)
 """
 
 from learned_opt.fewshot.base import LOSSES as LOSSES

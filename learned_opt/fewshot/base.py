@@ -11,7 +11,13 @@ of pure functions, as optax returns a ``GradientTransformation``::
     losses = learner.evaluate(state, episodes, 10)        # query loss after 0..10 inner steps
 
 ``episodes`` holds a batch of tasks (a leading task axis on every leaf); ``update`` and
-``evaluate`` ``vmap`` over it and are ``jit``-compiled.
+``evaluate`` ``vmap`` over it and are ``jit``-compiled. ``loss`` is a name from :data:`LOSSES`
+or any ``loss(predictions, targets) -> scalar``.
+
+Example:
+    >>> import learned_opt as lo
+    >>> sorted(lo.fewshot.LOSSES)
+    ['cross_entropy', 'mse']
 """
 
 from __future__ import annotations
@@ -40,6 +46,19 @@ class Episodes(NamedTuple):
     Attributes:
         support: ``(x, y)`` with shapes ``(num_tasks, k_support, ...)``.
         query: ``(x, y)`` with shapes ``(num_tasks, k_query, ...)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import learned_opt as lo
+        >>> x = jnp.zeros((4, 8, 1))  # 4 tasks with 8 points each
+        >>> episodes = lo.fewshot.Episodes(support=(x[:, :5], x[:, :5]), query=(x[:, 5:], x[:, 5:]))
+        >>> episodes.support[0].shape, episodes.query[0].shape
+        ((4, 5, 1), (4, 3, 1))
+
+    References:
+        Vinyals et al., "Matching networks for one shot learning", NeurIPS 2016 (episodic
+        training); Finn, Abbeel & Levine, "Model-agnostic meta-learning for fast adaptation of
+        deep networks", ICML 2017 (K-shot support and query sets).
     """
 
     support: Batch
@@ -54,6 +73,13 @@ class FewShotState(NamedTuple):
         optimizer_params: meta-parameters of a learned inner optimizer, else ``None``.
         opt_state: state of the meta-optimizer over ``(params, optimizer_params)``.
         count: meta-iterations taken, int32.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import learned_opt as lo
+        >>> state = lo.fewshot.maml(lambda p, x: x * p["w"]).init({"w": jnp.zeros(())})
+        >>> state.optimizer_params is None, int(state.count)  # an SGD inner loop learns nothing
+        (True, 0)
     """
 
     params: PyTree
@@ -74,6 +100,17 @@ class FewShotLearner(NamedTuple):
         evaluate: ``evaluate(state, episodes, num_steps, metric=None)``: the query ``metric``
             (default: the loss) after ``0..num_steps`` inner steps, shape
             ``(num_tasks, num_steps + 1)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import learned_opt as lo
+        >>> learner = lo.fewshot.reptile(lambda p, x: x * p["w"], inner=0.5)
+        >>> learner._fields
+        ('init', 'update', 'adapt', 'evaluate')
+        >>> state = learner.init({"w": jnp.zeros(())})
+        >>> x = jnp.ones((2, 1))
+        >>> float(learner.adapt(state, (x, x), 1)["w"])  # one SGD step of size 0.5 on the MSE
+        1.0
     """
 
     init: Callable[..., FewShotState]
@@ -201,6 +238,17 @@ def inner_loop(
 
     Returns:
         ``(params, scores)``; ``scores`` has shape ``(num_steps + 1, ...)`` or is ``None``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> import learned_opt as lo
+        >>> loss_fn = lambda p, batch: jnp.mean((batch[0] * p - batch[1]) ** 2)
+        >>> x = jnp.ones(4)
+        >>> params, scores = lo.fewshot.inner_loop(
+        ...     loss_fn, optax.sgd(0.25), jnp.zeros(()), (x, x), 2,
+        ...     score=lambda p: loss_fn(p, (x, x)))
+        >>> float(params), scores.tolist()
+        (0.75, [1.0, 0.25, 0.0625])
     """
     if num_steps < 0:
         raise ValueError(f"num_steps: expected a non-negative integer, got {num_steps}")

@@ -51,6 +51,11 @@ def sample_episodes(
         >>> ep = lo.fewshot.sample_episodes(lo.tasks.Sinusoid(), jax.random.key(0), 3, 5, 7)
         >>> ep.support[0].shape, ep.query[1].shape
         ((3, 5, 1), (3, 7, 1))
+
+    References:
+        Finn, Abbeel & Levine, "Model-agnostic meta-learning for fast adaptation of deep
+        networks", ICML 2017 (K-shot episodes); Vinyals et al., "Matching networks for one shot
+        learning", NeurIPS 2016 (episodic training).
     """
     num_tasks = _count("num_tasks", num_tasks)
     k_support, k_query = _count("k_support", k_support), _count("k_query", k_query)

@@ -29,7 +29,27 @@ _NAME = re.compile(r"ckpt_(\d+)\.msgpack$")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file cannot be used; the message names the file and the reason."""
+    """A checkpoint file cannot be used; the message names the file and the reason.
+
+    Raised by :func:`restore` (and so by ``learned-opt meta-train --resume``) for a corrupt or
+    truncated file, another format version, or a file written by a run with another
+    configuration.
+
+    Example:
+        >>> import jax, tempfile
+        >>> import learned_opt as lo
+        >>> from learned_opt.meta import checkpoint
+        >>> family, opt = lo.tasks.Quadratic(dim=2), lo.LearnedRule()
+        >>> trainer = lo.MetaTrainer(opt, family, num_tasks=jax.device_count())
+        >>> directory = tempfile.mkdtemp()
+        >>> path = checkpoint.save(directory, trainer, trainer.initial_state(jax.random.key(0)))
+        >>> other = lo.MetaTrainer(opt, family, num_tasks=jax.device_count(), clip_norm=None)
+        >>> try:
+        ...     checkpoint.restore(directory, other)
+        ... except lo.CheckpointError as e:
+        ...     print(str(e).split(": ", 1)[1])
+        written by a run with a different configuration (differs in: ['clip_norm'])
+    """
 
 
 def _is_key(x: Any) -> bool:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from learned_opt.meta import unroll as unroll_lib
-
-if TYPE_CHECKING:
-    pass
 
 PyTree = Any
 
@@ -66,6 +63,7 @@ class _Truncated(abc.ABC):
             )
 
     def config(self) -> dict[str, Any]:
+        """The estimator's name and settings (part of the run configuration a checkpoint stores)."""
         return {"name": type(self).__name__, **dataclasses.asdict(self)}
 
     def _runs(self, optimizer, family, meta_params, key, num_tasks) -> unroll_lib.InnerState:

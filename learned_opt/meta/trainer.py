@@ -34,6 +34,19 @@ class MetaTrainState(NamedTuple):
         estimator_state: the inner runs (leading task axis, sharded over devices).
         key: PRNG key for the next meta-step.
         step: meta-steps taken, int32.
+
+    Example:
+        >>> import jax
+        >>> import learned_opt as lo
+        >>> trainer = lo.MetaTrainer(lo.LearnedRule(), lo.tasks.Quadratic(dim=3),
+        ...                          lo.TruncatedBackprop(unroll_length=5, horizon=10), num_tasks=2)
+        >>> state = trainer.init(jax.random.key(0))
+        >>> int(state.step), sorted(state.meta_params)
+        (0, ['coef', 'log_lr'])
+        >>> state.estimator_state.params.shape  # 2 inner runs of a 3-parameter model
+        (2, 3)
+        >>> state.estimator_state.step.tolist()  # runs start at different points of the horizon
+        [0, 5]
     """
 
     meta_params: PyTree
@@ -109,8 +122,7 @@ class MetaTrainer:
         self.num_tasks = num_tasks
         self._tasks = NamedSharding(self.mesh, P(TASK_AXIS))
         self._replicated = NamedSharding(self.mesh, P())
-        self._jit_step = jax.jit(self._step)
-        self._jit_step_donated = jax.jit(self._step, donate_argnums=0)
+        self._jitted: dict[bool, Any] = {}
 
     def config(self) -> dict[str, Any]:
         """What defines this run (checked when resuming from a checkpoint)."""
@@ -124,14 +136,39 @@ class MetaTrainer:
 
     def shard(self, state: MetaTrainState) -> MetaTrainState:
         """Places the task axis across the mesh's devices and replicates the rest."""
-        shardings = MetaTrainState(
+        return jax.device_put(state, self._state_shardings(state))
+
+    def _state_shardings(self, state: MetaTrainState) -> MetaTrainState:
+        return MetaTrainState(
             meta_params=self._replicated,
             meta_opt_state=self._replicated,
-            estimator_state=self._tasks,
+            estimator_state=self._task_shardings(state.estimator_state),
             key=self._replicated,
             step=self._replicated,
         )
-        return jax.device_put(state, shardings)
+
+    def _jit_step(self, state: MetaTrainState, donate: bool = False):
+        """The jitted meta-step; its output state keeps the shardings of :meth:`shard`.
+
+        Fixing the output shardings makes every meta-step after the first reuse the first
+        one's program (XLA would otherwise return some task-axis leaves replicated).
+        """
+        if donate not in self._jitted:
+            out = (self._state_shardings(state), self._replicated)
+            kwargs = {"donate_argnums": 0} if donate else {}
+            self._jitted[donate] = jax.jit(self._step, out_shardings=out, **kwargs)
+        return self._jitted[donate](state)
+
+    def _task_shardings(self, estimator_state: PyTree) -> PyTree:
+        """The task axis across devices; zero-size leaves (tree specs) replicated.
+
+        XLA returns zero-size arrays replicated whatever their input sharding, so giving them
+        the task sharding would make the second meta-step see new input shardings and compile
+        again.
+        """
+        return jax.tree.map(
+            lambda x: self._replicated if x.size == 0 else self._tasks, estimator_state
+        )
 
     def initial_state(self, key: jax.Array, meta_params: PyTree | None = None) -> MetaTrainState:
         """The unsharded initial state, a pure function of ``key`` (see :meth:`init`)."""
@@ -157,7 +194,9 @@ class MetaTrainer:
         est, estimator_state = self.estimator.estimate(
             self.optimizer, self.family, state.meta_params, state.estimator_state, k_est
         )
-        estimator_state = jax.lax.with_sharding_constraint(estimator_state, self._tasks)
+        estimator_state = jax.lax.with_sharding_constraint(
+            estimator_state, self._task_shardings(estimator_state)
+        )
         ok = est.finite
         count = jnp.sum(ok)
         denom = jnp.maximum(count, 1).astype(jnp.float32)
@@ -237,7 +276,7 @@ class MetaTrainer:
         try:
             for step in range(start, num_steps):
                 t0 = time.perf_counter()
-                state, metrics = self._jit_step_donated(state)
+                state, metrics = self._jit_step(state, donate=True)
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 elapsed = time.perf_counter() - t0
                 metrics |= {

@@ -41,6 +41,38 @@ class LearnedOptimizer(abc.ABC):
     * ``step(meta_params, state, grads, params, loss) -> (updates, state)``.
 
     ``as_optax(meta_params)`` wraps them as an ``optax.GradientTransformationExtraArgs``.
+
+    A new architecture subclasses this class as a frozen dataclass and implements ``init``,
+    ``init_state`` and ``_step`` (the update on inputs that ``step`` has already checked). Its
+    state must have a ``spec`` field: a pytree shaped like the parameters whose leaves are
+    zero-size arrays ``(0, *leaf.shape)`` in the leaf's dtype, which ``step`` checks every
+    incoming tree against. Subclasses are registered by class name, so ``learned_opt.save`` and
+    ``learned_opt.load`` work for them once they are imported. Set ``needs_params = True`` if
+    ``_step`` reads the parameters and give the class a ``use_loss`` field if it reads the loss.
+
+    Example:
+        A learned sign-SGD with one meta-parameter, its log learning rate:
+
+        >>> import dataclasses, typing, jax, jax.numpy as jnp
+        >>> import learned_opt as lo
+        >>> class SignState(typing.NamedTuple):
+        ...     spec: typing.Any
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class LearnedSignSGD(lo.LearnedOptimizer):
+        ...     def init(self, key):
+        ...         return {"log_lr": jnp.log(jnp.float32(0.1))}
+        ...     def init_state(self, meta_params, params):
+        ...         spec = jax.tree.map(lambda p: jnp.zeros((0, *p.shape), p.dtype), params)
+        ...         return SignState(spec)
+        ...     def _step(self, meta_params, state, grads, params, loss):
+        ...         lr = jnp.exp(meta_params["log_lr"])
+        ...         return jax.tree.map(lambda g: -lr * jnp.sign(g), grads), state
+        >>> opt = LearnedSignSGD()
+        >>> tx = opt.as_optax(opt.init(jax.random.key(0)))
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, _ = tx.update({"w": jnp.array([2.0, -3.0])}, tx.init(params), params)
+        >>> [round(float(u), 3) for u in updates["w"]]
+        [-0.1, 0.1]
     """
 
     #: Whether ``step`` reads the current parameters.

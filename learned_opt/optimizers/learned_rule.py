@@ -21,6 +21,17 @@ class LearnedRuleState(NamedTuple):
         nu: EMA of the squared gradient, ``(num_coordinates,)``.
         count: steps taken, int32.
         spec: zero-size record of the parameters' structure, shapes and dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import learned_opt as lo
+        >>> rule = lo.LearnedRule(decays=(0.5, 0.9, 0.99))
+        >>> state = rule.init_state(rule.init(jax.random.key(0)), [jnp.zeros((4, 2))])
+        >>> state.momenta.shape, state.nu.shape, int(state.count)
+        ((8, 3), (8,), 0)
+
+    References:
+        Bengio, Bengio & Cloutier, "Learning a synaptic learning rule", IJCNN 1991.
     """
 
     momenta: jax.Array

@@ -22,6 +22,19 @@ class LSTMOptimizerState(NamedTuple):
             ``None``.
         loss_stats: running statistics for the scale-free loss input.
         spec: zero-size record of the parameters' structure, shapes and dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import learned_opt as lo
+        >>> opt = lo.LSTMOptimizer(hidden_size=8, momentum_size=4)
+        >>> params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}  # 9 coordinates
+        >>> state = opt.init_state(opt.init(jax.random.key(0)), params)
+        >>> [carry.h.shape for carry in state.layers], state.momentum.c.shape, state.moments
+        ([(9, 8), (9, 8)], (9, 4), None)
+
+    References:
+        Andrychowicz et al., "Learning to learn by gradient descent by gradient descent",
+        NeurIPS 2016 (one LSTM state per coordinate).
     """
 
     layers: tuple[cell.LSTMCarry, ...]

@@ -25,6 +25,23 @@ class MetaLSTMState(NamedTuple):
         input: the previous input gate (learning rate) per coordinate, ``(num_coordinates,)``.
         loss_stats: running statistics for the scale-free loss input.
         spec: zero-size record of the parameters' structure, shapes and dtypes.
+
+    The gates are kept because the next step reads them; they are also what to record to see
+    inside a trained optimizer (``benchmarks/meta_lstm_gates.py``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import learned_opt as lo
+        >>> opt = lo.MetaLSTMOptimizer()
+        >>> tx = opt.as_optax(opt.sgd_meta_params(0.1))
+        >>> params = {"w": jnp.ones((2, 3))}
+        >>> state = tx.init(params)
+        >>> _, state = tx.update({"w": jnp.ones((2, 3))}, state, params, value=1.0)
+        >>> state.forget.shape, round(float(state.input[0]), 6), float(state.forget[0])
+        ((6,), 0.1, 1.0)
+
+    References:
+        Ravi & Larochelle, "Optimization as a model for few-shot learning", ICLR 2017.
     """
 
     lstm: cell.LSTMCarry
@@ -49,6 +66,11 @@ class MetaLSTMOptimizer(LearnedOptimizer):
         hidden_size: units of the input LSTM (20 in the paper).
         preprocess_p: the exponent ``p`` of the log/sign gradient preprocessing.
         use_loss: feed the loss (then ``tx.update`` needs ``value=``).
+        forget_bias: range of the forget gate's initial bias (the paper's ``U[4, 6]``: ``f``
+            close to 1).
+        input_bias: range of the input gate's initial bias (the paper's ``U[-5, -4]``: a
+            learning rate near 0.01). On a problem that needs larger steps, start higher, e.g.
+            ``(-1.0, 0.0)`` (learning rates 0.27-0.5).
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -68,18 +90,30 @@ class MetaLSTMOptimizer(LearnedOptimizer):
     hidden_size: int = 20
     preprocess_p: float = 10.0
     use_loss: bool = True
+    forget_bias: tuple[float, float] = (4.0, 6.0)
+    input_bias: tuple[float, float] = (-5.0, -4.0)
 
     needs_params = True
 
     def __post_init__(self):
         if self.hidden_size < 1:
             raise ValueError(f"hidden_size: expected a positive integer, got {self.hidden_size}")
+        for name in ("forget_bias", "input_bias"):
+            value = getattr(self, name)
+            try:
+                low, high = (float(v) for v in value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}: expected (low, high), got {value!r}") from None
+            if not low <= high:
+                raise ValueError(f"{name}: need low <= high, got {value!r}")
+            object.__setattr__(self, name, (low, high))
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Samples weights; gate biases start near SGD with a small step.
 
-        Forget bias ~ U[4, 6] (``f`` close to 1), input bias ~ U[-5, -4] (``i`` ~ 0.01), gate
-        weights ~ U[-0.01, 0.01], as in the paper.
+        Forget bias ~ ``U[*forget_bias]``, input bias ~ ``U[*input_bias]`` (by default the
+        paper's U[4, 6] and U[-5, -4]: ``f`` close to 1, ``i`` ~ 0.01), gate weights ~
+        U[-0.01, 0.01], as in the paper.
         """
         k_lstm, k_fw, k_fb, k_iw, k_ib = jax.random.split(key, 5)
         n_in = self.hidden_size + 2
@@ -92,8 +126,8 @@ class MetaLSTMOptimizer(LearnedOptimizer):
 
         return {
             "lstm": cell.init_lstm_params(k_lstm, 2 + int(self.use_loss), self.hidden_size),
-            "forget": gate(k_fw, k_fb, 4.0, 6.0),
-            "input": gate(k_iw, k_ib, -5.0, -4.0),
+            "forget": gate(k_fw, k_fb, *self.forget_bias),
+            "input": gate(k_iw, k_ib, *self.input_bias),
         }
 
     def sgd_meta_params(self, learning_rate: float) -> dict[str, Any]:

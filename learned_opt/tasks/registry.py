@@ -1,4 +1,12 @@
-"""Task families by name, for command lines and saved configurations."""
+"""Task families by name, for command lines and saved configurations.
+
+Example:
+    >>> from learned_opt.tasks import FAMILIES, get_family
+    >>> sorted(FAMILIES)
+    ['conv', 'mlp', 'quadratic', 'rosenbrock', 'scaled_quadratic', 'sinusoid']
+    >>> get_family("quadratic", dim=4)
+    Quadratic(dim=4, init_scale=1.0)
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from learned_opt.tasks.mlp import MLP
 from learned_opt.tasks.quadratic import Quadratic
 from learned_opt.tasks.sinusoid import Sinusoid
 
+#: The built-in task families by ``name`` (the ``--family`` of the command line).
 FAMILIES: dict[str, type[TaskFamily]] = {
     family.name: family
     for family in (Quadratic, MLP, ConvNet, Sinusoid, ScaledQuadratic, Rosenbrock)
@@ -19,7 +28,16 @@ FAMILIES: dict[str, type[TaskFamily]] = {
 
 
 def family_options(name: str) -> dict[str, Any]:
-    """Returns the options of the family called ``name`` with their default values."""
+    """Returns the options of the family called ``name`` with their default values.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    Example:
+        >>> from learned_opt.tasks import family_options
+        >>> family_options("rosenbrock")
+        {'dim': 2, 'a': 1.0, 'b': 100.0, 'box': (-2.0, 2.0)}
+    """
     fields = dataclasses.fields(_lookup(name))
     return {f.name: f.default for f in fields if f.init and f.default is not dataclasses.MISSING}
 

@@ -1,0 +1,154 @@
+"""Regenerates every section of ``benchmarks/RESULTS.md`` with one command.
+
+Runs each benchmark script in a fresh process with the arguments that produced the published
+tables: the ones that measure speed first, each alone on the machine, then the others two at a
+time (``--jobs``; each is mostly single-threaded on CPU). Each script
+rewrites its own section of the results file, between its ``<!-- name:begin -->`` and
+``<!-- name:end -->`` markers; JSON documents and figures go beside it.
+
+Usage:
+    python benchmarks/run_all.py                      # everything, into benchmarks/ (CPU: < 1 h)
+    python benchmarks/run_all.py --only l2l_mnist meta_lstm_gates
+    python benchmarks/run_all.py --quick --out /tmp/smoke   # smoke test of every script
+
+``--quick`` runs every script on tiny settings and must be given ``--out`` (a smoke test never
+overwrites the published results). A summary with each script's exit status and wall time is
+printed as JSON; the exit status is non-zero if any script failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+HERE = Path(__file__).resolve().parent
+
+
+class Benchmark(NamedTuple):
+    """One run of a benchmark script.
+
+    Attributes:
+        script: file name in ``benchmarks/`` without ``.py``.
+        full: arguments of the published run; ``{out}`` is the output directory.
+        quick: arguments of the smoke test.
+        timed: it measures speed, so it runs alone on the machine.
+    """
+
+    script: str
+    full: list[str]
+    quick: list[str]
+    timed: bool = False
+
+
+STUDY = ["--plots-dir", "{out}/figures"]
+BENCHMARKS: dict[str, Benchmark] = {
+    "l2l_mnist": Benchmark(
+        "l2l_study",
+        ["--suites", "lstm_mnist", *STUDY, "--json-out", "{out}/l2l_mnist.json"],
+        ["--quick", "--suites", "lstm_mnist", "--baselines", "adam", "nag", *STUDY],
+    ),
+    "l2l_digits": Benchmark(
+        "l2l_study",
+        ["--suites", "lstm_digits", *STUDY, "--json-out", "{out}/l2l_digits.json"],
+        ["--quick", "--suites", "lstm_digits", "--baselines", "adam", "nag", *STUDY],
+    ),
+    "l2l_quadratic": Benchmark(
+        "l2l_study",
+        ["--suites", "rnnprop_quadratic", *STUDY, "--json-out", "{out}/l2l_quadratic.json"],
+        ["--quick", "--suites", "rnnprop_quadratic", "--baselines", "adam", "nag", *STUDY],
+    ),
+    "l2l_ablation": Benchmark(
+        "l2l_ablation", ["--json-out", "{out}/l2l_ablation.json"], ["--quick"]
+    ),
+    "meta_lstm_gates": Benchmark(
+        "meta_lstm_gates",
+        ["--plots-dir", "{out}/figures", "--json-out", "{out}/meta_lstm_gates.json"],
+        ["--quick", "--plots-dir", "{out}/figures"],
+    ),
+    "fewshot_sinusoid": Benchmark(
+        "fewshot_sinusoid",
+        ["--json-out", "{out}/fewshot_sinusoid.json", "--plot", "{out}/fewshot_sinusoid.png"],
+        ["--quick"],
+    ),
+    "fewshot_glyphs": Benchmark(
+        "fewshot_glyphs", ["--json-out", "{out}/fewshot_glyphs.json"], ["--quick"]
+    ),
+    "step_cost": Benchmark(
+        "step_cost",
+        ["--json-out", "{out}/step_cost.json"],
+        ["--sizes", "1e3", "--repeats", "1"],
+        timed=True,
+    ),
+    "meta_throughput": Benchmark(
+        "meta_throughput",
+        [
+            *("--unroll", "10", "--tasks", "64", "--meta-lr", "3e-3", "--meta-loss", "log_mean"),
+            *("--output-scale", "0.1", "--eval-every", "50"),
+            *("--json-out", "{out}/meta_throughput.json"),
+        ],
+        ["--quick"],
+        timed=True,
+    ),
+    "fewshot_speed": Benchmark(
+        "fewshot_speed", ["--json-out", "{out}/fewshot_speed.json"], ["--quick"], timed=True
+    ),
+}
+
+
+def command(name: str, out: Path, quick: bool) -> list[str]:
+    """The command line that runs benchmark ``name`` writing into ``out``."""
+    bench = BENCHMARKS[name]
+    args = [a.format(out=out) for a in (bench.quick if quick else bench.full)]
+    results = ["--results-md", str(out / "RESULTS.md")]
+    script = HERE / f"{bench.script}.py"
+    if script.is_relative_to(Path.cwd()):
+        script = script.relative_to(Path.cwd())
+    return [sys.executable, str(script), *args, *results]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    p.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    p.add_argument("--out", type=Path, help="output directory (default: benchmarks/)")
+    p.add_argument("--jobs", type=int, default=2, help="untimed benchmarks run this many at a time")
+    args = p.parse_args(argv)
+    if args.quick and args.out is None:
+        p.error("--quick needs --out: a smoke test must not overwrite benchmarks/RESULTS.md")
+    out = (args.out or HERE).resolve()
+    if out.is_relative_to(Path.cwd()):  # record short, reproducible commands in RESULTS.md
+        out = out.relative_to(Path.cwd())
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    summary: dict[str, dict[str, float]] = {}
+
+    def start(name: str) -> tuple[str, subprocess.Popen, float]:
+        cmd = command(name, out, args.quick)
+        print(f"[run_all] {' '.join(cmd)}", file=sys.stderr, flush=True)
+        return name, subprocess.Popen(cmd, stdout=subprocess.DEVNULL), time.perf_counter()
+
+    def finish(name: str, proc: subprocess.Popen, t0: float) -> None:
+        summary[name] = {"returncode": proc.wait(), "seconds": time.perf_counter() - t0}
+
+    # Timed benchmarks first, each alone; then the others, --jobs at a time.
+    for name in [n for n in args.only if BENCHMARKS[n].timed]:
+        finish(*start(name))
+    queue = [n for n in args.only if not BENCHMARKS[n].timed]
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    while queue or running:
+        while queue and len(running) < max(1, args.jobs):
+            running.append(start(queue.pop(0)))
+        time.sleep(0.5)
+        for job in [j for j in running if j[1].poll() is not None]:
+            running.remove(job)
+            finish(*job)
+    print(json.dumps(summary, indent=2))
+    return int(any(s["returncode"] for s in summary.values()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
