@@ -1,6 +1,6 @@
-"""What each change to meta-training did: three stages of the digits optimizer, side by side.
+"""What each change to meta-training did: four stages of the digits optimizer, side by side.
 
-Each stage is one change to the L2L recipe, trained with the command below; the first two
+Each stage is one change to the L2L recipe, trained with the command below; the first three
 files are kept in ``benchmarks/weights/``, the last ships as ``lo.pretrained("lstm_digits")``:
 
 1. ``digits_l2l`` (the L2L paper's optimizer: log/sign gradient and loss inputs)::
@@ -12,11 +12,18 @@ files are kept in ``benchmarks/weights/``, the last ships as ``lo.pretrained("ls
        learned-opt meta-train --family mlp --meta-steps 300 --normalized-inputs \
            --out runs/digits_norm
 
-3. ``lstm_digits``: + 150 meta-steps on two-hidden-layer networks, from stage 2 (a broader
+3. ``digits_2l``: + 150 meta-steps on two-hidden-layer networks, from stage 2 (a broader
    training family)::
 
        learned-opt meta-train --family mlp --family-option hidden_sizes=20,20 \
-           --init-from runs/digits_norm/optimizer.msgpack --meta-steps 150 --out runs/lstm_digits
+           --init-from runs/digits_norm/optimizer.msgpack --meta-steps 150 --out runs/digits_2l
+
+4. ``lstm_digits``: + 150 more meta-steps with every coordinate of the two-layer networks
+   rescaled at random by exp(U[-3, 3]), from stage 3 (the random scaling of Lv et al. 2017)::
+
+       learned-opt meta-train --family mlp --family-option hidden_sizes=20,20 \
+           --random-scaling 3 --init-from runs/digits_2l/optimizer.msgpack --meta-steps 150 \
+           --out runs/lstm_digits
 
 Every stage is evaluated untuned on the same 100 held-out tasks of the L2L columns (on the
 digits, plus MNIST at 100 steps when it is installed), next to Adam tuned per column on
@@ -57,7 +64,8 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 STAGES = {
     "digits_l2l": "1. L2L inputs (log/sign gradient, loss)",
     "digits_norm": "2. + RNNprop inputs",
-    "lstm_digits": "3. + two-layer networks (shipped)",
+    "digits_2l": "3. + two-layer networks",
+    "lstm_digits": "4. + random scaling (shipped)",
 }
 
 
@@ -112,7 +120,7 @@ def render_markdown(result: dict[str, Any], command: str) -> str:
         f"Command: `{command}`",
         "",
         f"Machine: {result['machine']['cpu']}, backend {result['machine']['backend']}. The "
-        "three stages of the digits optimizer (the commands are in the script's docstring), "
+        "four stages of the digits optimizer (the commands are in the script's docstring), "
         f"untuned, on the same {result['tasks']} held-out tasks; Adam tuned per problem on "
         f"{result['tune_tasks']} training tasks. Cells: median [5th, 95th percentile] of the "
         "final loss; bold marks the lowest median of each row.",

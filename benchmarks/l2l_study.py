@@ -94,10 +94,21 @@ def quadratic_columns() -> list[Column]:
     ]
 
 
+def relu_columns() -> list[Column]:
+    """The ReLU digits MLP (LeCun-normal initialisation) the Meta-LSTM was trained on."""
+    base = {"activation": "relu", "init_scale": None}
+    return [
+        Column("ReLU MLP on digits, 100 steps (training setting)", "mlp", base, 100),
+        Column("200 steps", "mlp", base, 200),
+        Column("40 hidden units", "mlp", {**base, "hidden_sizes": (40,)}, 100),
+    ]
+
+
 SUITES: dict[str, Callable[[], list[Column]]] = {
     "lstm_mnist": lambda: mlp_columns("mnist"),
     "lstm_digits": lambda: mlp_columns("digits"),
     "rnnprop_quadratic": quadratic_columns,
+    "meta_lstm_digits": relu_columns,
 }
 
 
@@ -286,7 +297,7 @@ def render_intro(result: dict[str, Any]) -> str:
         "and over the best baseline's. The MLP problems follow Andrychowicz et al. (2016): one "
         "hidden layer of 20 sigmoid units, batch 128, N(0, 0.01²) initialisation, 100 steps, "
         "and the paper's generalisation columns. Regenerate all suites with "
-        "`python benchmarks/run_all.py --only l2l_mnist l2l_digits l2l_quadratic`."
+        "`python benchmarks/run_all.py --only l2l_mnist l2l_digits l2l_quadratic l2l_meta_lstm`."
     )
     title = "## Learned vs hand-designed optimizers: the L2L study (benchmarks/l2l_study.py)"
     return "\n".join([INTRO[0], title, "", text, INTRO[1]]) + "\n"

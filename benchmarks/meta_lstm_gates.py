@@ -31,7 +31,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,32 +51,15 @@ def record_gates(optimizer, meta_params, family, keys: jax.Array, num_steps: int
         ``(losses (tasks, steps), forget (len(QUANTILES), steps), input (same))``: the gate
         quantiles pool every coordinate of every task.
     """
+    gates = lambda params, grads, updates, state: (state.forget, state.input)
     tx = optimizer.as_optax(meta_params)
-    loss_and_grad = jax.value_and_grad(family.loss, argnums=1)
+    losses, (forget, inputs) = evaluation.trace(family, tx, keys, num_steps, gates)
 
-    def one_task(key):
-        k_task, k_init, k_data = jax.random.split(key, 3)
-        task_params = family.sample(k_task)
-        params = family.init(task_params, k_init)
-
-        def body(carry, k):
-            params, state = carry
-            loss, grads = loss_and_grad(task_params, params, family.batch(task_params, k))
-            updates, state = tx.update(grads, state, params, value=loss)
-            params = optax.apply_updates(params, updates)
-            return (params, state), (loss, state.forget, state.input)
-
-        init = (params, tx.init(params))
-        _, out = jax.lax.scan(body, init, jax.random.split(k_data, num_steps))
-        return out
-
-    losses, forget, inputs = jax.jit(jax.vmap(one_task))(keys)
-
-    def per_step(gates):  # (tasks, steps, coords) -> (quantiles, steps)
-        steps = np.moveaxis(np.asarray(gates), 1, 0).reshape(num_steps, -1)
+    def per_step(values):  # (tasks, steps, coords) -> (quantiles, steps)
+        steps = np.moveaxis(values, 1, 0).reshape(num_steps, -1)
         return np.percentile(steps, QUANTILES, axis=1)
 
-    return np.asarray(losses), per_step(forget), per_step(inputs)
+    return losses, per_step(forget), per_step(inputs)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

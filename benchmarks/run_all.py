@@ -62,6 +62,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         ["--suites", "rnnprop_quadratic", *STUDY, "--json-out", "{out}/l2l_quadratic.json"],
         ["--quick", "--suites", "rnnprop_quadratic", "--baselines", "adam", "nag", *STUDY],
     ),
+    "l2l_meta_lstm": Benchmark(
+        "l2l_study",
+        ["--suites", "meta_lstm_digits", *STUDY, "--json-out", "{out}/l2l_meta_lstm.json"],
+        ["--quick", "--suites", "meta_lstm_digits", "--baselines", "adam", "nag", *STUDY],
+    ),
     "l2l_ablation": Benchmark(
         "l2l_ablation", ["--json-out", "{out}/l2l_ablation.json"], ["--quick"]
     ),

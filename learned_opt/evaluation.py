@@ -92,7 +92,17 @@ def task_keys(seed: int, num_tasks: int, split: str) -> jax.Array:
     return jax.random.split(jax.random.fold_in(jax.random.key(seed), split == "test"), num_tasks)
 
 
-def _train_one(family: TaskFamily, tx: optax.GradientTransformationExtraArgs, key, num_steps):
+#: ``record(params, grads, updates, state)`` of :func:`trace`: what to keep of each step.
+Recorder = Callable[[PyTree, PyTree, PyTree, Any], PyTree]
+
+
+def _train_one(
+    family: TaskFamily,
+    tx: optax.GradientTransformationExtraArgs,
+    key,
+    num_steps,
+    record: Recorder | None = None,
+):
     k_task, k_init, k_data = jax.random.split(key, 3)
     task_params = family.sample(k_task)
     params = family.init(task_params, k_init)
@@ -102,12 +112,48 @@ def _train_one(family: TaskFamily, tx: optax.GradientTransformationExtraArgs, ke
         params, state = carry
         loss, grads = loss_and_grad(task_params, params, family.batch(task_params, k))
         updates, state = tx.update(grads, state, params, value=loss)
-        return (optax.apply_updates(params, updates), state), loss
+        out = loss if record is None else (loss, record(params, grads, updates, state))
+        return (optax.apply_updates(params, updates), state), out
 
-    (params, _), losses = jax.lax.scan(
+    (params, _), out = jax.lax.scan(
         body, (params, tx.init(params)), jax.random.split(k_data, num_steps)
     )
-    return losses, family.eval_loss(task_params, params)
+    return out, family.eval_loss(task_params, params)
+
+
+def trace(
+    family: TaskFamily,
+    tx: optax.GradientTransformation,
+    keys: jax.Array,
+    num_steps: int,
+    record: Recorder,
+) -> tuple[np.ndarray, PyTree]:
+    """Trains one model per key like :func:`train_curves`, keeping ``record`` of every step.
+
+    ``record(params, grads, updates, state)`` sees each step's parameters (before the update),
+    gradients, updates and the optimizer's new state, and returns a pytree of arrays; use it to
+    look inside an optimizer, e.g. the gates of a Meta-LSTM (``state.forget``,
+    ``state.input``) or the effective step size ``|update| / |grad|``.
+
+    Returns:
+        ``(losses, recorded)``: losses ``(num_tasks, num_steps)`` and ``record``'s tree with
+        leading axes ``(num_tasks, num_steps)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import learned_opt as lo
+        >>> from learned_opt.evaluation import task_keys, trace
+        >>> opt = lo.MetaLSTMOptimizer()
+        >>> gates = lambda params, grads, updates, state: state.input
+        >>> losses, rates = trace(lo.tasks.Quadratic(dim=3), opt.as_optax(opt.sgd_meta_params(0.1)),
+        ...                       task_keys(0, 2, "test"), 5, gates)
+        >>> losses.shape, rates.shape, bool(jnp.allclose(rates, 0.1))
+        ((2, 5), (2, 5, 3), True)
+    """
+    tx = optax.with_extra_args_support(tx)
+    run = jax.jit(jax.vmap(lambda k: _train_one(family, tx, k, num_steps, record)[0]))
+    losses, recorded = jax.device_get(run(keys))
+    return np.asarray(losses), jax.tree.map(np.asarray, recorded)
 
 
 def train_curves(

@@ -62,25 +62,9 @@ SIGMOID_MLP = lo.tasks.MLP()
 RELU_MLP = lo.tasks.MLP(activation="relu", init_scale=None)
 
 
-def train(family, tx, key, record):
-    """Trains one task of ``family`` with ``tx`` for ``NUM_STEPS`` steps.
-
-    Returns the losses and ``record(params, grads, updates, state)`` of every step.
-    """
-    k_task, k_init, k_data = jax.random.split(key, 3)
-    task_params = family.sample(k_task)
-    params = family.init(task_params, k_init)
-    loss_and_grad = jax.value_and_grad(family.loss, argnums=1)
-
-    def step(carry, k):
-        params, state = carry
-        loss, grads = loss_and_grad(task_params, params, family.batch(task_params, k))
-        updates, state = tx.update(grads, state, params, value=loss)
-        recorded = record(params, grads, updates, state)
-        return (optax.apply_updates(params, updates), state), (loss, recorded)
-
-    _, out = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(k_data, NUM_STEPS))
-    return out
+# `evaluation.trace` trains one model per key (one vmapped, jitted program) and keeps
+# `record(params, grads, updates, state)` of every step: what we look at below.
+trace = lo.evaluation.trace
 
 
 def flat(tree):
@@ -109,10 +93,10 @@ print(f"input-gate bias {float(sgd_params['input']['b']):.4f} = logit({LEARNING_
 sgd_as_lstm = meta_lstm.as_optax(sgd_params)
 record_params = lambda params, grads, updates, state: flat(params)
 
-key = jax.random.key(0)
+one_task = jax.random.key(0)[None]
 sgd = optax.sgd(LEARNING_RATE)
-run_both = jax.jit(lambda k: [train(RELU_MLP, tx, k, record_params) for tx in (sgd, sgd_as_lstm)])
-(losses_sgd, params_sgd), (losses_lstm, params_lstm) = run_both(key)
+losses_sgd, params_sgd = (x[0] for x in trace(RELU_MLP, sgd, one_task, NUM_STEPS, record_params))
+_, params_lstm = (x[0] for x in trace(RELU_MLP, sgd_as_lstm, one_task, NUM_STEPS, record_params))
 
 max_diff = float(jnp.max(jnp.abs(params_sgd - params_lstm)))
 print(f"{params_sgd.shape[1]} parameters, {NUM_STEPS} steps")
@@ -138,8 +122,7 @@ meta_lstm, meta_params = lo.load_pretrained("meta_lstm_digits")
 record_gates = lambda params, grads, updates, state: (state.forget, state.input)
 keys = jax.random.split(jax.random.key(1), NUM_TASKS)
 tx = meta_lstm.as_optax(meta_params)
-run = jax.jit(jax.vmap(lambda k: train(RELU_MLP, tx, k, record_gates)))
-losses, (forget, input_gate) = run(keys)
+losses, (forget, input_gate) = trace(RELU_MLP, tx, keys, NUM_STEPS, record_gates)
 
 
 def band(values):
@@ -214,8 +197,7 @@ lstm, lstm_params = lo.load_pretrained("lstm_digits")
 print(lstm)
 tx = lstm.as_optax(lstm_params)
 record_sizes = lambda params, grads, updates, state: (jnp.abs(flat(updates)), jnp.abs(flat(grads)))
-run = jax.jit(jax.vmap(lambda k: train(SIGMOID_MLP, tx, k, record_sizes)))
-losses, (update_size, grad_size) = run(keys)
+losses, (update_size, grad_size) = trace(SIGMOID_MLP, tx, keys, NUM_STEPS, record_sizes)
 update_size, grad_size = np.asarray(update_size), np.asarray(grad_size)
 has_grad = grad_size > 0
 ratio = np.where(has_grad, update_size / np.where(has_grad, grad_size, 1.0), np.nan)
