@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 TITLE = "# learned_opt benchmark results"
 
@@ -43,6 +45,14 @@ def fmt(value: float | None, spec: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     return format(value, spec)
+
+
+def emit_json(result: Any, path: Path | None, indent: int | None = 2) -> None:
+    """Prints ``result`` as one JSON document to stdout, and writes it to ``path`` if given."""
+    document = json.dumps(result, indent=indent)
+    print(document)
+    if path:
+        path.write_text(document + "\n")
 
 
 def write_section(path: Path, section: str, begin: str, end: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from _common import TITLE, cpu_model, write_section  # noqa: F401 (re-exported)
+from _common import TITLE, cpu_model, emit_json, write_section  # noqa: F401 (re-exported)
 
 from learned_opt import fewshot
 

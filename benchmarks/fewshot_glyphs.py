@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -250,10 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     result = run(args, log)
-    document = json.dumps(result, indent=2)
-    print(document)
-    if args.json_out:
-        args.json_out.write_text(document + "\n")
+    common.emit_json(result, args.json_out)
     if args.results_md:
         common.write_section(args.results_md, render_markdown(result), BEGIN_MARKER, END_MARKER)
         log(f"wrote section of {args.results_md}")

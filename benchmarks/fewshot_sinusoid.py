@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -286,10 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     result = run(args, log)
-    document = json.dumps(result, indent=2)
-    print(document)
-    if args.json_out:
-        args.json_out.write_text(document + "\n")
+    common.emit_json(result, args.json_out)
     if args.plot:
         plot(result, args.plot)
     if args.results_md:

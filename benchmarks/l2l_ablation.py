@@ -42,7 +42,6 @@ benchmark's section of the file, between ``<!-- l2l_ablation:begin -->`` and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -162,10 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = run(args)
     result["seconds"] = time.perf_counter() - t0
-    document = json.dumps(result, indent=2)
-    print(document)
-    if args.json_out:
-        args.json_out.write_text(document + "\n")
+    common.emit_json(result, args.json_out)
     if args.results_md:
         command = "python benchmarks/l2l_ablation.py " + " ".join(argv or sys.argv[1:])
         section = render_markdown(result, command)

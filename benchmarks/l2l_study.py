@@ -164,7 +164,7 @@ def run_column(
     )
     return {
         "label": column.label,
-        "family": family.config() if hasattr(family, "config") else column.family,
+        "family": family.config(),
         "steps": steps,
         "results": rows,
         "best_baseline": best,
@@ -411,10 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for suite in result["suites"].values():
         for column in suite["columns"]:
             del column["_bands"]
-    document = json.dumps(result, indent=2)
-    print(document)
-    if args.json_out:
-        args.json_out.write_text(document + "\n")
+    common.emit_json(result, args.json_out)
     if args.results_md:
         write_markdown(result, args.results_md, plots)
         log(f"wrote {len(result['suites'])} section(s) of {args.results_md}")

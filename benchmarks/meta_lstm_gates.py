@@ -24,7 +24,6 @@ benchmark's section of the file, between ``<!-- meta_lstm_gates:begin -->`` and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,10 +190,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = run(args)
-    document = json.dumps(result)
-    print(document)
-    if args.json_out:
-        args.json_out.write_text(document + "\n")
+    common.emit_json(result, args.json_out, indent=None)
     figure = None
     if args.plots_dir:
         args.plots_dir.mkdir(parents=True, exist_ok=True)

@@ -948,10 +948,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     result = run(args, log)
-    document = json.dumps(result, indent=2)
-    print(document)
-    if args.json_out:
-        args.json_out.write_text(document + "\n")
+    _common.emit_json(result, args.json_out)
     if args.results_md:
         write_results_md(args.results_md, render_markdown(result))
         log(f"wrote section of {args.results_md}")

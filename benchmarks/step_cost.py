@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import math
 import os
 import platform
@@ -672,10 +671,7 @@ def main(argv: list[str] | None = None) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     result = run(args, log)
-    document = json.dumps(result, indent=2)
-    print(document)
-    if args.json_out:
-        args.json_out.write_text(document + "\n")
+    _common.emit_json(result, args.json_out)
     if args.results_md:
         write_results_md(args.results_md, render_markdown(result))
         log(f"wrote section of {args.results_md}")

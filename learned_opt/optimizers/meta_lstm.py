@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from learned_opt._checks import float_range
 from learned_opt.optimizers import _trees, cell, features
 from learned_opt.optimizers.base import LearnedOptimizer
 
@@ -99,14 +100,7 @@ class MetaLSTMOptimizer(LearnedOptimizer):
         if self.hidden_size < 1:
             raise ValueError(f"hidden_size: expected a positive integer, got {self.hidden_size}")
         for name in ("forget_bias", "input_bias"):
-            value = getattr(self, name)
-            try:
-                low, high = (float(v) for v in value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name}: expected (low, high), got {value!r}") from None
-            if not low <= high:
-                raise ValueError(f"{name}: need low <= high, got {value!r}")
-            object.__setattr__(self, name, (low, high))
+            object.__setattr__(self, name, float_range(name, getattr(self, name)))
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Samples weights; gate biases start near SGD with a small step.
