@@ -51,6 +51,7 @@ def record_gates(optimizer, meta_params, family, keys: jax.Array, num_steps: int
         ``(losses (tasks, steps), forget (len(QUANTILES), steps), input (same))``: the gate
         quantiles pool every coordinate of every task.
     """
+
     def gates(params, grads, updates, state):  # every coordinate of every layer, flattened
         return tuple(ravel_pytree(g)[0] for g in (state.forget, state.input))
 

@@ -120,10 +120,11 @@ assert max_diff < 1e-6
 # %%
 print("pretrained optimizers:", lo.list_pretrained())
 meta_lstm, meta_params = lo.load_pretrained("meta_lstm_digits")
+
+
 def record_gates(params, grads, updates, state):
     """The gates of every coordinate (the state keeps them per parameter leaf), flattened."""
     return tuple(ravel_pytree(g)[0] for g in (state.forget, state.input))
-
 
 
 keys = jax.random.split(jax.random.key(1), NUM_TASKS)
