@@ -244,7 +244,7 @@ def meta_train(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir, log_path = out / "checkpoints", out / "metrics.jsonl"
     if args.resume and checkpoint.checkpoints(ckpt_dir):
-        state = checkpoint.restore(ckpt_dir, trainer)
+        state = trainer.restore_checkpoint(ckpt_dir)
         print(f"resumed from meta-step {int(state.step)} ({ckpt_dir})", file=sys.stderr)
         _truncate_log(log_path, int(state.step))
     else:

@@ -26,7 +26,7 @@ _RUN = textwrap.dedent(
         lo.LSTMOptimizer(hidden_size=4, num_layers=1), lo.tasks.Quadratic(dim=4),
         lo.TruncatedBackprop(unroll_length=5, horizon=10), num_tasks=4)
     if resume:
-        state = checkpoint.restore(out + "/ckpt", trainer)
+        state = trainer.restore_checkpoint(out + "/ckpt")
     else:
         state = trainer.init(jax.random.key(7))
     state = trainer.run(state, steps, checkpoint_dir=out + "/ckpt", checkpoint_every=3,
@@ -84,11 +84,11 @@ def test_round_trip_and_retention(tmp_path, trainer):
     state = trainer.init(jax.random.key(0))
     for _ in range(3):
         state, _ = trainer.step(state)
-        checkpoint.save(tmp_path, trainer, state, keep=2)
+        trainer.save_checkpoint(tmp_path, state, keep=2)
     names = [p.name for p in checkpoint.checkpoints(tmp_path)]
     assert names == ["ckpt_00000002.msgpack", "ckpt_00000003.msgpack"]
     assert sorted(os.listdir(tmp_path)) == names  # no temporary files left
-    restored = checkpoint.restore(tmp_path, trainer)
+    restored = trainer.restore_checkpoint(tmp_path)
     jax.tree.map(
         np.testing.assert_array_equal,
         jax.tree.map(lambda x: jax.random.key_data(x) if x.dtype == state.key.dtype else x, state),
@@ -103,18 +103,18 @@ def test_round_trip_and_retention(tmp_path, trainer):
 
 def test_corrupt_latest_names_the_file_and_the_intact_previous(tmp_path, trainer):
     state = trainer.init(jax.random.key(0))
-    first = checkpoint.save(tmp_path, trainer, state)
+    first = trainer.save_checkpoint(tmp_path, state)
     state, _ = trainer.step(state)
-    latest = checkpoint.save(tmp_path, trainer, state)
+    latest = trainer.save_checkpoint(tmp_path, state)
     latest.write_bytes(latest.read_bytes()[:100])
     with pytest.raises(lo.CheckpointError, match="corrupt or truncated") as info:
-        checkpoint.restore(tmp_path, trainer)
+        trainer.restore_checkpoint(tmp_path)
     assert str(latest) in str(info.value) and str(first) in str(info.value)
-    assert int(checkpoint.restore(first, trainer).step) == 0
+    assert int(trainer.restore_checkpoint(first).step) == 0
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, trainer):
-    path = checkpoint.save(tmp_path, trainer, trainer.init(jax.random.key(0)))
+    path = trainer.save_checkpoint(tmp_path, trainer.init(jax.random.key(0)))
     other = lo.MetaTrainer(
         lo.LSTMOptimizer(hidden_size=5, num_layers=1),
         lo.tasks.Quadratic(dim=3),
@@ -122,11 +122,11 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, trainer):
         num_tasks=2,
     )
     with pytest.raises(lo.CheckpointError, match=r"different configuration.*optimizer"):
-        checkpoint.restore(path, other)
+        other.restore_checkpoint(path)
     foreign = tmp_path / "ckpt_00000009.msgpack"
     foreign.write_bytes(lo.io.to_bytes(lo.LearnedRule(), lo.LearnedRule().init(jax.random.key(0))))
     with pytest.raises(lo.CheckpointError, match="not a learned_opt meta-training checkpoint"):
-        checkpoint.restore(foreign, trainer)
+        trainer.restore_checkpoint(foreign)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        checkpoint.restore(tmp_path / "empty_dir_that_is_missing", trainer)
+        trainer.restore_checkpoint(tmp_path / "empty_dir_that_is_missing")
     assert json.loads(json.dumps(trainer.config()))["num_tasks"] == 2

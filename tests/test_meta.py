@@ -190,6 +190,37 @@ def test_task_chunks_compute_the_same_estimate(estimator):
         )
 
 
+def test_estimators_implement_the_public_protocol():
+    pes, tbptt = lo.PES(5, 10), lo.TruncatedBackprop(5, 10)
+    assert isinstance(pes, lo.GradientEstimator) and isinstance(tbptt, lo.GradientEstimator)
+    assert not isinstance(object(), lo.GradientEstimator)
+    # The trainer asks the estimator how many inner steps a meta-step takes (no isinstance).
+    assert lo.MetaTrainer(SMALL_LSTM, QUAD, pes, num_tasks=4).inner_steps_per_meta_step() == 40
+    assert lo.MetaTrainer(SMALL_LSTM, QUAD, tbptt, num_tasks=4).inner_steps_per_meta_step() == 20
+    assert pes.config() == {
+        "name": "PES", "unroll_length": 5, "horizon": 10, "meta_loss": "sum",
+        "task_chunk": None, "std": 0.01,
+    }  # fmt: skip
+
+
+def test_trainer_and_checkpoint_modules_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    def imported(module):
+        tree = ast.parse(Path(lo.__file__).parent.joinpath("meta", f"{module}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        return names
+
+    assert not any("trainer" in name for name in imported("checkpoint"))
+    assert "learned_opt.meta.state.MetaTrainState" in imported("trainer")
+
+
 def test_num_tasks_must_divide_over_devices():
     with pytest.raises(ValueError, match="num_tasks"):
         lo.MetaTrainer(SMALL_LSTM, QUAD, num_tasks=0)
@@ -197,6 +228,12 @@ def test_num_tasks_must_divide_over_devices():
         lo.TruncatedBackprop(unroll_length=7, horizon=20)
     with pytest.raises(ValueError, match="meta_loss"):
         lo.PES(meta_loss="max")
+    with pytest.raises(TypeError, match="second_order: expected True or False, got 'no'"):
+        lo.TruncatedBackprop(second_order="no")
+    with pytest.raises(TypeError, match=r"unroll_length: expected an integer >= 1, got 5\.0"):
+        lo.TruncatedBackprop(unroll_length=5.0, horizon=10)
+    with pytest.raises(ValueError, match=r"std: expected a finite number > 0\.0, got 0\.0"):
+        lo.PES(std=0)
 
 
 _SHARDED = textwrap.dedent(

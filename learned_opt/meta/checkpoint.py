@@ -1,7 +1,7 @@
 """Atomic meta-training checkpoints: write, find the latest, restore.
 
 A checkpoint is one msgpack file ``ckpt_<step>.msgpack`` holding the run's configuration and
-its whole :class:`~learned_opt.meta.trainer.MetaTrainState` (meta-parameters, meta-optimizer
+its whole :class:`~learned_opt.meta.state.MetaTrainState` (meta-parameters, meta-optimizer
 state, inner runs, PRNG key, step). Files are written atomically and the newest ``keep`` are
 kept, so a crash mid-write never destroys the previous good checkpoint.
 """
@@ -21,7 +21,7 @@ from flax import serialization
 from learned_opt.io import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from learned_opt.meta.trainer import MetaTrainer, MetaTrainState
+    from learned_opt.meta.state import MetaTrainState
 
 FORMAT = "learned_opt.checkpoint"
 FORMAT_VERSION = 1
@@ -42,10 +42,10 @@ class CheckpointError(ValueError):
         >>> family, opt = lo.tasks.Quadratic(dim=2), lo.LearnedRule()
         >>> trainer = lo.MetaTrainer(opt, family, num_tasks=jax.device_count())
         >>> directory = tempfile.mkdtemp()
-        >>> path = checkpoint.save(directory, trainer, trainer.initial_state(jax.random.key(0)))
+        >>> path = trainer.save_checkpoint(directory, trainer.initial_state(jax.random.key(0)))
         >>> other = lo.MetaTrainer(opt, family, num_tasks=jax.device_count(), clip_norm=None)
         >>> try:
-        ...     checkpoint.restore(directory, other)
+        ...     other.restore_checkpoint(directory)
         ... except lo.CheckpointError as e:
         ...     print(str(e).split(": ", 1)[1])
         written by a run with a different configuration (differs in: ['clip_norm'])
@@ -60,7 +60,9 @@ def _plain(config: Any) -> Any:
     return json.loads(json.dumps(config))
 
 
-def save(directory: str | Path, trainer: MetaTrainer, state: MetaTrainState, keep: int = 2) -> Path:
+def save(
+    directory: str | Path, state: MetaTrainState, config: dict[str, Any], keep: int = 2
+) -> Path:
     """Writes ``state`` to ``directory/ckpt_<step>.msgpack`` atomically; keeps the newest ``keep``.
 
     Returns:
@@ -73,7 +75,7 @@ def save(directory: str | Path, trainer: MetaTrainer, state: MetaTrainState, kee
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "config": json.dumps(trainer.config(), sort_keys=True),
+        "config": json.dumps(config, sort_keys=True),
         "step": int(state.step),
         "state": serialization.to_state_dict(host),
     }
@@ -93,10 +95,11 @@ def checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def restore(path: str | Path, trainer: MetaTrainer) -> MetaTrainState:
+def restore(path: str | Path, config: dict[str, Any], like: MetaTrainState) -> MetaTrainState:
     """Restores a state written by :func:`save` for the same run configuration.
 
-    ``path`` is a checkpoint file, or a directory (its newest checkpoint is used).
+    ``path`` is a checkpoint file, or a directory (its newest checkpoint is used); ``like`` is
+    the state's structure (e.g. ``jax.eval_shape`` of the initial state).
 
     Raises:
         FileNotFoundError: no checkpoint at ``path``.
@@ -114,7 +117,7 @@ def restore(path: str | Path, trainer: MetaTrainer) -> MetaTrainState:
                 f"{path}: no checkpoint (ckpt_<step>.msgpack) in this directory"
             )
         try:
-            return _restore_file(found[-1], trainer)
+            return _restore_file(found[-1], config, like)
         except CheckpointError as e:
             if len(found) > 1:
                 raise CheckpointError(
@@ -122,10 +125,10 @@ def restore(path: str | Path, trainer: MetaTrainer) -> MetaTrainState:
                     f"passing that file, or delete {found[-1].name}."
                 ) from e
             raise
-    return _restore_file(path, trainer)
+    return _restore_file(path, config, like)
 
 
-def _restore_file(path: Path, trainer: MetaTrainer) -> MetaTrainState:
+def _restore_file(path: Path, config: dict[str, Any], like: MetaTrainState) -> MetaTrainState:
     def fail(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: {what}")
 
@@ -142,11 +145,11 @@ def _restore_file(path: Path, trainer: MetaTrainer) -> MetaTrainState:
             f"checkpoint format version {payload.get('format_version')} is not supported "
             f"(this learned_opt reads version {FORMAT_VERSION})"
         )
-    stored, current = json.loads(payload["config"]), _plain(trainer.config())
+    stored, current = json.loads(payload["config"]), _plain(config)
     if stored != current:
         diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         raise fail(f"written by a run with a different configuration (differs in: {diff})")
-    template = jax.eval_shape(trainer.initial_state, jax.random.key(0))
+    template = like
     try:
         restored = serialization.from_state_dict(template, payload["state"])
     except (KeyError, TypeError, ValueError) as e:
@@ -164,4 +167,4 @@ def _restore_file(path: Path, trainer: MetaTrainer) -> MetaTrainState:
             )
         return value
 
-    return trainer.shard(jax.tree.map(leaf, template, restored))
+    return jax.tree.map(leaf, template, restored)

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from learned_opt.meta import checkpoint as checkpoint_lib
-from learned_opt.meta.estimators import PES, TruncatedBackprop
+from learned_opt.meta.estimators import GradientEstimator, TruncatedBackprop
+from learned_opt.meta.state import MetaTrainState
 from learned_opt.optimizers.base import LearnedOptimizer
 
 if TYPE_CHECKING:
@@ -23,37 +24,6 @@ if TYPE_CHECKING:
 
 PyTree = Any
 TASK_AXIS = "tasks"
-
-
-class MetaTrainState(NamedTuple):
-    """Everything a meta-training run needs to continue.
-
-    Attributes:
-        meta_params: the learned optimizer's weights.
-        meta_opt_state: the meta-optimizer's state.
-        estimator_state: the inner runs (leading task axis, sharded over devices).
-        key: PRNG key for the next meta-step.
-        step: meta-steps taken, int32.
-
-    Example:
-        >>> import jax
-        >>> import learned_opt as lo
-        >>> trainer = lo.MetaTrainer(lo.LearnedRule(), lo.tasks.Quadratic(dim=3),
-        ...                          lo.TruncatedBackprop(unroll_length=5, horizon=10), num_tasks=2)
-        >>> state = trainer.init(jax.random.key(0))
-        >>> int(state.step), sorted(state.meta_params)
-        (0, ['coef', 'log_lr'])
-        >>> state.estimator_state.params.shape  # 2 inner runs of a 3-parameter model
-        (2, 3)
-        >>> state.estimator_state.step.tolist()  # runs start at different points of the horizon
-        [0, 5]
-    """
-
-    meta_params: PyTree
-    meta_opt_state: optax.OptState
-    estimator_state: Any
-    key: jax.Array
-    step: jax.Array
 
 
 class MetaTrainer:
@@ -68,7 +38,8 @@ class MetaTrainer:
     Args:
         optimizer: the learned optimizer to train.
         family: the task family to train on.
-        estimator: ``TruncatedBackprop(...)`` (default) or ``PES(...)``.
+        estimator: any :class:`~learned_opt.GradientEstimator`: ``TruncatedBackprop()``
+            (the default) or ``PES(...)``, or your own.
         meta_optimizer: any optax transformation (default ``optax.adam(1e-3)``).
         num_tasks: inner runs per meta-step; a multiple of the number of devices.
         clip_norm: clip the meta-gradient to this global norm (``None`` disables).
@@ -93,7 +64,7 @@ class MetaTrainer:
         self,
         optimizer: LearnedOptimizer,
         family: TaskFamily,
-        estimator: TruncatedBackprop | PES | None = None,
+        estimator: GradientEstimator | None = None,
         meta_optimizer: optax.GradientTransformation | None = None,
         *,
         num_tasks: int = 8,
@@ -236,8 +207,26 @@ class MetaTrainer:
 
     def inner_steps_per_meta_step(self) -> int:
         """Inner optimizer steps one meta-step takes, over all tasks and particles."""
-        particles = 2 if isinstance(self.estimator, PES) else 1
-        return self.num_tasks * self.estimator.unroll_length * particles
+        return self.num_tasks * self.estimator.inner_steps_per_task()
+
+    def save_checkpoint(self, directory: str | Path, state: MetaTrainState, keep: int = 2) -> Path:
+        """Writes ``state`` with this run's :meth:`config` to ``directory`` (keeps ``keep``).
+
+        Returns:
+            The path written.
+        """
+        return checkpoint_lib.save(directory, state, self.config(), keep=keep)
+
+    def restore_checkpoint(self, path: str | Path) -> MetaTrainState:
+        """Restores (and shards) a state saved by :meth:`save_checkpoint` for this run.
+
+        Raises:
+            FileNotFoundError: no checkpoint at ``path``.
+            CheckpointError: the checkpoint is damaged or was written by a run with another
+                configuration; the message names the file.
+        """
+        like = jax.eval_shape(self.initial_state, jax.random.key(0))
+        return self.shard(checkpoint_lib.restore(path, self.config(), like))
 
     def run(
         self,
@@ -253,7 +242,7 @@ class MetaTrainer:
         """Runs meta-steps until ``state.step == num_steps``, logging and checkpointing.
 
         Args:
-            state: from :meth:`init` or :func:`restore`.
+            state: from :meth:`init` or :meth:`restore_checkpoint`.
             num_steps: the total number of meta-steps (a resumed run continues to it).
             checkpoint_dir: where to write checkpoints (atomically, every ``checkpoint_every``
                 steps and at the end); ``None`` disables them.
@@ -296,7 +285,7 @@ class MetaTrainer:
                 bar.update(1)
                 last = step + 1 == num_steps
                 if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or last):
-                    checkpoint_lib.save(checkpoint_dir, self, state)
+                    self.save_checkpoint(checkpoint_dir, state)
         finally:
             bar.close()
             if log is not None:

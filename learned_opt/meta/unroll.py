@@ -10,7 +10,7 @@ horizon every meta-batch covers every phase of training.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,11 @@ if TYPE_CHECKING:
     from learned_opt.tasks.base import TaskFamily
 
 PyTree = Any
-META_LOSSES = ("sum", "log_mean")
+
+#: The meta-loss of a segment: the ``"sum"`` of the losses after each update (the L2L
+#: objective) or their ``"log_mean"``, the mean log-loss (scale-free).
+MetaLoss = Literal["sum", "log_mean"]
+META_LOSSES: tuple[MetaLoss, ...] = get_args(MetaLoss)
 
 
 class InnerState(NamedTuple):
@@ -106,7 +110,7 @@ def unroll(
     unroll_length: int,
     *,
     second_order: bool = False,
-    meta_loss: str = "sum",
+    meta_loss: MetaLoss = "sum",
 ) -> tuple[jax.Array, InnerState, jax.Array]:
     """Advances one run by ``unroll_length`` steps; differentiable in ``meta_params``.
 
