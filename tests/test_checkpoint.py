@@ -130,3 +130,18 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, trainer):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         trainer.restore_checkpoint(tmp_path / "empty_dir_that_is_missing")
     assert json.loads(json.dumps(trainer.config()))["num_tasks"] == 2
+
+
+def test_a_mixture_run_round_trips_and_resumes(tmp_path):
+    mixture = lo.tasks.Mixture(((lo.tasks.Quadratic(dim=2), 2), (lo.tasks.Quadratic(dim=3), 2)))
+    trainer = lo.MetaTrainer(lo.LearnedRule(), mixture, lo.TruncatedBackprop(2, (2, 8)))
+    state, _ = trainer.step(trainer.init(jax.random.key(0)))
+    trainer.save_checkpoint(tmp_path, state)
+    restored = trainer.restore_checkpoint(tmp_path)
+    assert [s.params.shape for s in restored.estimator_state] == [(2, 2), (2, 3)]
+    a, _ = trainer.step(state)
+    b, _ = trainer.step(restored)
+    jax.tree.map(np.testing.assert_array_equal, a.meta_params, b.meta_params)
+    other = lo.MetaTrainer(lo.LearnedRule(), lo.tasks.Quadratic(dim=2), num_tasks=4)
+    with pytest.raises(lo.CheckpointError, match=r"differs in: \['estimator', 'family'\]"):
+        other.restore_checkpoint(tmp_path)

@@ -1,6 +1,7 @@
 """Meta-training engine: unrolls, gradient estimators, non-finite handling, sharding."""
 
 import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def test_runs_are_desynchronised_and_reset_at_the_horizon():
     est = lo.TruncatedBackprop(unroll_length=5, horizon=20)
     mp = SMALL_LSTM.init(jax.random.key(0))
     runs = est.init(SMALL_LSTM, QUAD, mp, jax.random.key(1), num_tasks=8)
+    np.testing.assert_array_equal(runs.horizon, 20)
     assert sorted(np.asarray(runs.step).tolist()) == [0, 0, 5, 5, 10, 10, 15, 15]
     estimate, runs2 = est.estimate(SMALL_LSTM, QUAD, mp, runs, jax.random.key(2))
     assert not estimate.resets.any()
@@ -190,6 +192,73 @@ def test_task_chunks_compute_the_same_estimate(estimator):
         )
 
 
+def test_a_mixture_step_is_the_task_weighted_mean_of_the_families_meta_gradients():
+    rule = lo.LearnedRule()
+    small, large = lo.tasks.Quadratic(dim=3), lo.tasks.Quadratic(dim=5)
+    mixture = lo.tasks.Mixture(((small, 4), (large, 2)))
+    est = lo.TruncatedBackprop(unroll_length=3, horizon=6)
+    trainer = lo.MetaTrainer(rule, mixture, est, optax.sgd(1.0), clip_norm=None)
+    state = trainer.init(jax.random.key(0))
+    shapes = [s.params.shape for s in state.estimator_state]
+    assert trainer.num_tasks == 6 and shapes == [(4, 3), (2, 5)]
+    new, metrics = trainer.step(state)
+    # Each family on its own (truncated backprop draws nothing from the key).
+    per_family = [
+        est.estimate(rule, family, state.meta_params, runs, jax.random.key(9))[0]
+        for family, runs in zip((small, large), state.estimator_state, strict=True)
+    ]
+    assert all(bool(e.finite.all()) for e in per_family)
+    means = [jax.tree.map(lambda g: g.mean(0), e.grads) for e in per_family]
+    expected = jax.tree.map(lambda a, b: (4 * a + 2 * b) / 6, *means)
+    applied = jax.tree.map(jnp.subtract, state.meta_params, new.meta_params)  # SGD, rate 1
+    close = functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=1e-7)
+    jax.tree.map(close, applied, expected)
+    unweighted = jax.tree.map(lambda a, b: (a + b) / 2, *means)
+    assert not np.allclose(unweighted["log_lr"], expected["log_lr"], rtol=1e-3)
+    for label, e in zip(("quadratic_0", "quadratic_1"), per_family, strict=True):
+        np.testing.assert_allclose(metrics[f"meta_loss/{label}"], e.meta_loss.mean(), rtol=1e-5)
+    small_loss, large_loss = (e.meta_loss.mean() for e in per_family)
+    np.testing.assert_allclose(
+        metrics["meta_loss"], (4 * small_loss + 2 * large_loss) / 6, rtol=1e-5
+    )
+    trainer.step(new)
+    assert trainer._jitted[False]._cache_size() == 1  # one program for the whole mixture
+    with pytest.raises(ValueError, match=r"num_tasks: a mixture sets its own \(6\); got 8"):
+        lo.MetaTrainer(rule, mixture, est, num_tasks=8)
+    with pytest.raises(TypeError, match=r"components\[1\]: expected a TaskFamily, got str"):
+        lo.tasks.Mixture(((small, 2), ("mlp", 2)))
+    with pytest.raises(ValueError, match=r"components\[0\] num_tasks: expected an integer >= 1"):
+        lo.tasks.Mixture(((small, 0),))
+
+
+def test_random_horizons_stay_in_range_and_differ_across_runs_and_resets():
+    rule = lo.LearnedRule()
+    mp = rule.init(jax.random.key(0))
+    est = lo.PES(unroll_length=5, horizon=[10, 400])
+    assert est.horizon == (10, 400) and est.config()["horizon"] == (10, 400)
+    state = est.init(rule, QUAD, mp, jax.random.key(1), 64)
+    horizons, steps = np.asarray(state.positive.horizon), np.asarray(state.positive.step)
+    np.testing.assert_array_equal(horizons, np.asarray(state.negative.horizon))
+    assert horizons.min() >= 10 and horizons.max() <= 400 and (horizons % 5 == 0).all()
+    assert len(set(horizons.tolist())) > 20
+    assert (steps < horizons).all() and (steps % 5 == 0).all() and steps.max() > 5
+    # Send every run to reset: each draws a new horizon.
+    done = state._replace(positive=state.positive._replace(step=state.positive.horizon))
+    _, after = est.estimate(rule, QUAD, mp, done, jax.random.key(2))
+    fresh = np.asarray(after.positive.horizon)
+    np.testing.assert_array_equal(np.asarray(after.positive.step), 5)
+    assert fresh.min() >= 10 and fresh.max() <= 400 and (fresh != horizons).mean() > 0.8
+    bad_horizons = {
+        (10, 401): "multiple of unroll_length",
+        (20, 10): "low <= high",
+        (0, 10): "horizon: expected an integer >= 5",
+        (10,): "pair",
+    }
+    for bad, match in bad_horizons.items():
+        with pytest.raises(ValueError, match=match):
+            lo.PES(unroll_length=5, horizon=bad)
+
+
 def test_estimators_implement_the_public_protocol():
     pes, tbptt = lo.PES(5, 10), lo.TruncatedBackprop(5, 10)
     assert isinstance(pes, lo.GradientEstimator) and isinstance(tbptt, lo.GradientEstimator)
@@ -242,13 +311,17 @@ _SHARDED = textwrap.dedent(
     import jax, numpy as np
     import learned_opt as lo
     opt = lo.LSTMOptimizer(hidden_size=6, num_layers=1)
-    est = {"tbptt": lo.TruncatedBackprop(5, 10), "pes": lo.PES(5, 10)}[sys.argv[1]]
-    trainer = lo.MetaTrainer(opt, lo.tasks.Quadratic(dim=4), est, num_tasks=8)
+    if sys.argv[1] == "tbptt":  # a mixture: one vmap per family, each sharded over the mesh
+        family = lo.tasks.Mixture(((lo.tasks.Quadratic(dim=4), 8), (lo.tasks.Quadratic(dim=3), 4)))
+        trainer = lo.MetaTrainer(opt, family, lo.TruncatedBackprop(5, 10))
+    else:
+        trainer = lo.MetaTrainer(opt, lo.tasks.Quadratic(dim=4), lo.PES(5, 10), num_tasks=8)
     state = trainer.init(jax.random.key(0))
     for _ in range(2):
         state, metrics = trainer.step(state)
     leaves = [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(state.meta_params)]
-    shards = len(state.estimator_state.key.sharding.device_set) if sys.argv[1] == "tbptt" else 0
+    shards = ([len(s.key.sharding.device_set) for s in state.estimator_state]
+              if sys.argv[1] == "tbptt" else [])
     compiles = trainer._jitted[False]._cache_size()
     print(json.dumps({"devices": jax.device_count(), "shards": shards, "compiles": compiles,
                       "meta_loss": float(metrics["meta_loss"]), "leaves": leaves}))
@@ -274,7 +347,7 @@ def test_sharded_meta_training_matches_single_device(estimator):
     # The second meta-step reuses the first one's program (same input shardings).
     assert one["compiles"] == four["compiles"] == 1
     if estimator == "tbptt":
-        assert four["shards"] == 4
+        assert four["shards"] == [4, 4]
     np.testing.assert_allclose(four["meta_loss"], one["meta_loss"], rtol=1e-4)
     for a, b in zip(four["leaves"], one["leaves"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from learned_opt import _checks
 from learned_opt.meta import unroll as unroll_lib
-from learned_opt.meta.unroll import MetaLoss
+from learned_opt.meta.unroll import Horizon, MetaLoss
 
 if TYPE_CHECKING:
     from learned_opt.optimizers.base import LearnedOptimizer
@@ -121,15 +121,18 @@ class TruncatedEstimator(abc.ABC):
     """Helper base of estimators over truncated segments of inner training runs.
 
     It holds the settings every such estimator shares and the steps they share: starting
-    de-synchronised runs (:meth:`init_runs`), advancing one run by a segment (:meth:`unroll`),
-    mapping a per-task function over the task axis (:meth:`map_tasks`) and sending failed runs
-    to reset (:meth:`mark_failed`). A subclass implements ``init`` and ``estimate`` of
-    :class:`GradientEstimator` and sets ``particles``, the inner runs per task.
+    de-synchronised runs (:meth:`init_runs`), restarting finished ones (:meth:`reset`),
+    advancing one run by a segment (:meth:`unroll`), mapping a per-task function over the task
+    axis (:meth:`map_tasks`) and sending failed runs to reset (:meth:`mark_failed`). A subclass
+    implements ``init`` and ``estimate`` of :class:`GradientEstimator` and sets ``particles``,
+    the inner runs per task.
 
     Args:
         unroll_length: steps per segment (truncation).
-        horizon: steps of one inner run before its task is reset; a multiple of
-            ``unroll_length``.
+        horizon: steps of one inner run before its task is reset, a multiple of
+            ``unroll_length``; or a range ``(low, high)`` of such multiples, from which each
+            run draws its own horizon (log-uniformly) whenever it starts, so truncations see
+            every phase of runs of many lengths (see ``unroll.draw_horizon``).
         meta_loss: ``"sum"`` of the losses after each update (L2L) or ``"log_mean"``.
         task_chunk: process tasks ``task_chunk`` at a time with ``lax.map`` instead of all at
             once with ``vmap`` (faster on CPU for larger task models; ``None``: ``vmap``).
@@ -139,17 +142,25 @@ class TruncatedEstimator(abc.ABC):
     particles: ClassVar[int] = 1
 
     unroll_length: int = 20
-    horizon: int = 100
+    horizon: Horizon = 100
     meta_loss: MetaLoss = "sum"
     task_chunk: int | None = dataclasses.field(default=None, kw_only=True)
 
     def __post_init__(self):
-        _checks.integer("unroll_length", self.unroll_length, minimum=1)
-        _checks.integer("horizon", self.horizon, minimum=1)
+        unroll = _checks.integer("unroll_length", self.unroll_length, minimum=1)
+        if isinstance(self.horizon, list | tuple):
+            if len(self.horizon) != 2:
+                raise _checks.ArgumentTypeError(
+                    f"horizon: expected an integer or a (low, high) pair, got {self.horizon!r}"
+                )
+            bounds = tuple(_checks.integer("horizon", h, minimum=unroll) for h in self.horizon)
+            _checks.check(bounds[0] <= bounds[1], f"horizon: need low <= high, got {bounds}")
+            object.__setattr__(self, "horizon", bounds)
+        else:
+            bounds = (_checks.integer("horizon", self.horizon, minimum=unroll),)
         _checks.check(
-            self.horizon % self.unroll_length == 0,
-            f"horizon: expected a multiple of unroll_length ({self.unroll_length}), "
-            f"got {self.horizon}",
+            all(h % unroll == 0 for h in bounds),
+            f"horizon: expected a multiple of unroll_length ({unroll}), got {self.horizon}",
         )
         if self.task_chunk is not None:
             _checks.integer("task_chunk", self.task_chunk, minimum=1)
@@ -172,6 +183,12 @@ class TruncatedEstimator(abc.ABC):
             )
         return unroll_lib.init_runs(
             optimizer, family, meta_params, key, num_tasks, self.horizon, self.unroll_length
+        )
+
+    def reset(self, optimizer, family, meta_params, run, done) -> unroll_lib.InnerState:
+        """Restarts one (unbatched) run on a fresh task, with a fresh horizon, where ``done``."""
+        return unroll_lib.reset(
+            optimizer, family, meta_params, run, done, self.horizon, self.unroll_length
         )
 
     def unroll(self, optimizer, family, meta_params, run, second_order=False):
@@ -209,7 +226,7 @@ class TruncatedEstimator(abc.ABC):
 
     def mark_failed(self, run: unroll_lib.InnerState, ok: jax.Array) -> unroll_lib.InnerState:
         """Sends the runs where ``ok`` is false to reset at the next segment."""
-        return run._replace(step=jnp.where(ok, run.step, self.horizon))
+        return run._replace(step=jnp.where(ok, run.step, run.horizon))
 
     @abc.abstractmethod
     def init(self, optimizer, family, meta_params, key, num_tasks: int) -> Any:
@@ -233,7 +250,9 @@ class TruncatedBackprop(TruncatedEstimator):
 
     Args:
         unroll_length: steps per segment (20 in L2L).
-        horizon: steps of one inner training run before its task is reset (100 in L2L).
+        horizon: steps of one inner training run before its task is reset (100 in L2L), or a
+            range ``(low, high)`` from which each run draws its own (see
+            :class:`TruncatedEstimator`).
         meta_loss: ``"sum"`` of the losses after each update (L2L) or ``"log_mean"``.
         second_order: differentiate through the gradient inputs too (L2L drops this).
         task_chunk: process tasks ``task_chunk`` at a time with ``lax.map`` instead of all at
@@ -259,10 +278,8 @@ class TruncatedBackprop(TruncatedEstimator):
 
     def estimate(self, optimizer, family, meta_params, state, key):
         del key
-        done = jax.vmap(lambda r: unroll_lib.finished(r, self.horizon))(state)
-        runs = jax.vmap(lambda r, d: unroll_lib.reset(optimizer, family, meta_params, r, d))(
-            state, done
-        )
+        done = jax.vmap(unroll_lib.finished)(state)
+        runs = jax.vmap(lambda r, d: self.reset(optimizer, family, meta_params, r, d))(state, done)
 
         def task(mp, run):
             value, run, losses = self.unroll(optimizer, family, mp, run, self.second_order)
@@ -293,7 +310,8 @@ class PES(TruncatedEstimator):
 
     Args:
         unroll_length: steps per segment.
-        horizon: steps of one inner run before its task is reset.
+        horizon: steps of one inner run before its task is reset, or a range ``(low, high)``
+            from which each run draws its own (see :class:`TruncatedEstimator`).
         meta_loss: ``"sum"`` or ``"log_mean"``.
         std: standard deviation of the perturbations.
         task_chunk: as for :class:`TruncatedBackprop`.
@@ -322,7 +340,7 @@ class PES(TruncatedEstimator):
         return PESState(runs, runs, zeros)
 
     def estimate(self, optimizer, family, meta_params, state, key):
-        fin = jax.vmap(lambda r: unroll_lib.finished(r, self.horizon))
+        fin = jax.vmap(unroll_lib.finished)
         done = fin(state.positive) | fin(state.negative)
         num_tasks = done.shape[0]
         leaves, treedef = jax.tree.flatten(meta_params)
@@ -336,8 +354,8 @@ class PES(TruncatedEstimator):
         )
 
         def task(run_pos, run_neg, d, e, acc):
-            run_pos = unroll_lib.reset(optimizer, family, meta_params, run_pos, d)
-            run_neg = unroll_lib.reset(optimizer, family, meta_params, run_neg, d)
+            run_pos = self.reset(optimizer, family, meta_params, run_pos, d)
+            run_neg = self.reset(optimizer, family, meta_params, run_neg, d)
             acc = jax.tree.map(lambda a, x: jnp.where(d, 0.0, a) + x, acc, e)
             plus = jax.tree.map(jnp.add, meta_params, e)
             minus = jax.tree.map(jnp.subtract, meta_params, e)

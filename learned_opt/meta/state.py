@@ -16,7 +16,8 @@ class MetaTrainState(NamedTuple):
     Attributes:
         meta_params: the learned optimizer's weights.
         meta_opt_state: the meta-optimizer's state.
-        estimator_state: the inner runs (leading task axis, sharded over devices).
+        estimator_state: the inner runs (leading task axis, sharded over devices); for a
+            :class:`~learned_opt.tasks.Mixture`, a tuple with one estimator state per family.
         key: PRNG key for the next meta-step.
         step: meta-steps taken, int32.
 

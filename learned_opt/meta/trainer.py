@@ -1,4 +1,5 @@
-"""The meta-training loop: one jitted meta-step over a (sharded) batch of tasks."""
+"""The meta-training loop: one jitted meta-step over a (sharded) batch of tasks of one or more
+families."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from learned_opt import _checks
 from learned_opt.meta import checkpoint as checkpoint_lib
 from learned_opt.meta.estimators import GradientEstimator, TruncatedBackprop
 from learned_opt.meta.state import MetaTrainState
 from learned_opt.optimizers.base import LearnedOptimizer
+from learned_opt.tasks.mixture import Mixture
 
 if TYPE_CHECKING:
     from learned_opt.tasks.base import TaskFamily
@@ -27,21 +30,25 @@ TASK_AXIS = "tasks"
 
 
 class MetaTrainer:
-    """Meta-trains a learned optimizer on a task family.
+    """Meta-trains a learned optimizer on a task family or a mixture of families.
 
     One meta-step advances ``num_tasks`` inner training runs (a ``vmap`` over the task axis,
     sharded over every device of ``mesh``) by one truncated segment, estimates the
-    meta-gradient, and applies the meta-optimizer, all under one ``jit``. Tasks whose meta-loss
-    or meta-gradient is not finite are left out of the average and reset; if no task is finite
+    meta-gradient, and applies the meta-optimizer, all under one ``jit``. With a
+    :class:`~learned_opt.tasks.Mixture`, each family gets its own ``vmap`` (its task axis
+    sharded over the mesh) and the meta-gradient is the mean over all tasks of the mixture, so
+    each family weighs in proportion to its number of tasks. Tasks whose meta-loss or
+    meta-gradient is not finite are left out of the average and reset; if no task is finite
     the meta-parameters are left unchanged. ``metrics["nonfinite_tasks"]`` counts them.
 
     Args:
         optimizer: the learned optimizer to train.
-        family: the task family to train on.
+        family: the task family to train on, or a :class:`~learned_opt.tasks.Mixture`.
         estimator: any :class:`~learned_opt.GradientEstimator`: ``TruncatedBackprop()``
             (the default) or ``PES(...)``, or your own.
         meta_optimizer: any optax transformation (default ``optax.adam(1e-3)``).
-        num_tasks: inner runs per meta-step; a multiple of the number of devices.
+        num_tasks: inner runs per meta-step, a multiple of the number of devices (default 8);
+            for a mixture, its own total (``None`` or equal to it).
         clip_norm: clip the meta-gradient to this global norm (``None`` disables).
         mesh: a one-axis ``jax.sharding.Mesh`` named ``"tasks"``; defaults to all devices.
 
@@ -63,17 +70,19 @@ class MetaTrainer:
     def __init__(
         self,
         optimizer: LearnedOptimizer,
-        family: TaskFamily,
+        family: TaskFamily | Mixture,
         estimator: GradientEstimator | None = None,
         meta_optimizer: optax.GradientTransformation | None = None,
         *,
-        num_tasks: int = 8,
+        num_tasks: int | None = None,
         clip_norm: float | None = 1.0,
         mesh: jax.sharding.Mesh | None = None,
     ):
         self.optimizer = optimizer
         self.family = family
         self.estimator = estimator if estimator is not None else TruncatedBackprop()
+        if clip_norm is not None:
+            clip_norm = _checks.real("clip_norm", clip_norm, minimum=0.0, inclusive=False)
         meta_optimizer = meta_optimizer if meta_optimizer is not None else optax.adam(1e-3)
         if clip_norm is not None:
             meta_optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), meta_optimizer)
@@ -84,13 +93,24 @@ class MetaTrainer:
                 (jax.device_count(),), (TASK_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
             )
         self.mesh = mesh
-        devices = self.mesh.shape[TASK_AXIS]
-        if num_tasks < 1 or num_tasks % devices:
-            raise ValueError(
-                f"num_tasks: expected a positive multiple of the {devices} devices in the mesh, "
-                f"got {num_tasks}"
+        self.mixture = family if isinstance(family, Mixture) else None
+        if self.mixture is None:
+            num_tasks = 8 if num_tasks is None else _checks.integer("num_tasks", num_tasks)
+            self._components = ((family, num_tasks),)
+        else:
+            _checks.check(
+                num_tasks in (None, self.mixture.num_tasks),
+                f"num_tasks: a mixture sets its own ({self.mixture.num_tasks}); got {num_tasks}",
             )
-        self.num_tasks = num_tasks
+            self._components = self.mixture.components
+        devices = self.mesh.shape[TASK_AXIS]
+        for _, count in self._components:
+            _checks.check(
+                count >= 1 and count % devices == 0,
+                f"num_tasks: expected a positive multiple of the {devices} devices in the mesh "
+                f"for each family, got {count}",
+            )
+        self.num_tasks = sum(count for _, count in self._components)
         self._tasks = NamedSharding(self.mesh, P(TASK_AXIS))
         self._replicated = NamedSharding(self.mesh, P())
         self._jitted: dict[bool, Any] = {}
@@ -141,17 +161,31 @@ class MetaTrainer:
             lambda x: self._replicated if x.size == 0 else self._tasks, estimator_state
         )
 
+    def _family_keys(self, key: jax.Array) -> tuple[jax.Array, ...]:
+        """One key per family: ``key`` itself for a single family."""
+        if self.mixture is None:
+            return (key,)
+        return tuple(jax.random.split(key, len(self._components)))
+
+    def _per_family(self, estimator_state: Any) -> tuple[Any, ...]:
+        return (estimator_state,) if self.mixture is None else tuple(estimator_state)
+
+    def _joined(self, states: tuple[Any, ...]) -> Any:
+        return states[0] if self.mixture is None else tuple(states)
+
     def initial_state(self, key: jax.Array, meta_params: PyTree | None = None) -> MetaTrainState:
         """The unsharded initial state, a pure function of ``key`` (see :meth:`init`)."""
         k_meta, k_runs, k_next = jax.random.split(key, 3)
         if meta_params is None:
             meta_params = self.optimizer.init(k_meta)
+        runs = tuple(
+            self.estimator.init(self.optimizer, family, meta_params, k, count)
+            for (family, count), k in zip(self._components, self._family_keys(k_runs), strict=True)
+        )
         return MetaTrainState(
             meta_params=meta_params,
             meta_opt_state=self.meta_optimizer.init(meta_params),
-            estimator_state=self.estimator.init(
-                self.optimizer, self.family, meta_params, k_runs, self.num_tasks
-            ),
+            estimator_state=self._joined(runs),
             key=k_next,
             step=jnp.zeros((), jnp.int32),
         )
@@ -162,21 +196,36 @@ class MetaTrainer:
 
     def _step(self, state: MetaTrainState) -> tuple[MetaTrainState, dict[str, jax.Array]]:
         key, k_est = jax.random.split(state.key)
-        est, estimator_state = self.estimator.estimate(
-            self.optimizer, self.family, state.meta_params, state.estimator_state, k_est
-        )
-        estimator_state = jax.lax.with_sharding_constraint(
-            estimator_state, self._task_shardings(estimator_state)
-        )
-        ok = est.finite
-        count = jnp.sum(ok)
+        estimates, states = [], []
+        for (family, _), run_state, k in zip(
+            self._components,
+            self._per_family(state.estimator_state),
+            self._family_keys(k_est),
+            strict=True,
+        ):
+            est, run_state = self.estimator.estimate(
+                self.optimizer, family, state.meta_params, run_state, k
+            )
+            estimates.append(est)
+            states.append(
+                jax.lax.with_sharding_constraint(run_state, self._task_shardings(run_state))
+            )
+        kept = [est.finite for est in estimates]
+        count = sum(jnp.sum(ok) for ok in kept)
         denom = jnp.maximum(count, 1).astype(jnp.float32)
 
-        def mean_over_finite(g):
-            mask = ok.reshape((-1,) + (1,) * (g.ndim - 1))
-            return jnp.sum(jnp.where(mask, g, 0.0), axis=0) / denom
+        def kept_sum(values, ok):
+            mask = ok.reshape((-1,) + (1,) * (values.ndim - 1))
+            return jnp.sum(jnp.where(mask, values, 0.0), axis=0)
 
-        grads = jax.tree.map(mean_over_finite, est.grads)
+        def kept_mean(per_family):  # the mean over kept tasks of all families
+            total = sum(kept_sum(v, ok) for v, ok in zip(per_family, kept, strict=True))
+            return jnp.where(count > 0, total / denom, jnp.nan)
+
+        grads = jax.tree.map(
+            lambda *g: sum(kept_sum(x, ok) for x, ok in zip(g, kept, strict=True)) / denom,
+            *(est.grads for est in estimates),
+        )
         updates, meta_opt_state = self.meta_optimizer.update(
             grads, state.meta_opt_state, state.meta_params
         )
@@ -189,15 +238,28 @@ class MetaTrainer:
             optax.apply_updates(state.meta_params, updates), state.meta_params
         )
         meta_opt_state = keep_if_skipped(meta_opt_state, state.meta_opt_state)
+        inner = [jnp.mean(est.losses, axis=1) for est in estimates]
         metrics = {
-            "meta_loss": mean_over_finite(est.meta_loss),
-            "inner_loss": mean_over_finite(jnp.mean(est.losses, axis=1)),
+            "meta_loss": kept_mean([est.meta_loss for est in estimates]),
+            "inner_loss": kept_mean(inner),
             "grad_norm": optax.tree.norm(grads),
             "nonfinite_tasks": self.num_tasks - count,
-            "resets": jnp.sum(est.resets),
+            "resets": sum(jnp.sum(est.resets) for est in estimates),
         }
+        if self.mixture is not None:
+            for label, est, ok, losses in zip(
+                self.mixture.labels, estimates, kept, inner, strict=True
+            ):
+                n = jnp.sum(ok)
+                metrics[f"meta_loss/{label}"] = jnp.where(
+                    n > 0, kept_sum(est.meta_loss, ok) / jnp.maximum(n, 1), jnp.nan
+                )
+                metrics[f"inner_loss/{label}"] = jnp.where(
+                    n > 0, kept_sum(losses, ok) / jnp.maximum(n, 1), jnp.nan
+                )
+                metrics[f"nonfinite_tasks/{label}"] = ok.shape[0] - n
         new_state = MetaTrainState(
-            meta_params, meta_opt_state, estimator_state, key, state.step + 1
+            meta_params, meta_opt_state, self._joined(tuple(states)), key, state.step + 1
         )
         return new_state, metrics
 
