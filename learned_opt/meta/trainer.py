@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from learned_opt import _checks
 from learned_opt.meta import checkpoint as checkpoint_lib
+from learned_opt.meta import unroll as unroll_lib
 from learned_opt.meta.estimators import GradientEstimator, TruncatedBackprop
 from learned_opt.meta.state import MetaTrainState
 from learned_opt.optimizers.base import LearnedOptimizer
@@ -37,9 +39,16 @@ class MetaTrainer:
     meta-gradient, and applies the meta-optimizer, all under one ``jit``. With a
     :class:`~learned_opt.tasks.Mixture`, each family gets its own ``vmap`` (its task axis
     sharded over the mesh) and the meta-gradient is the mean over all tasks of the mixture, so
-    each family weighs in proportion to its number of tasks. Tasks whose meta-loss or
-    meta-gradient is not finite are left out of the average and reset; if no task is finite
-    the meta-parameters are left unchanged. ``metrics["nonfinite_tasks"]`` counts them.
+    each family weighs in proportion to its number of tasks.
+
+    Bad tasks never reach the meta-parameters. A task whose meta-loss or meta-gradient is not
+    finite, or whose meta-gradient's norm exceeds ``max_task_grad_norm``, is *masked*: left out
+    of the average before clipping (so the other tasks' gradient is kept whole), and, if not
+    finite, reset. The meta-update is applied only if some task was kept and the new
+    meta-parameters and meta-optimizer state are all finite; otherwise both stay as they were
+    and the step's losses read NaN. ``metrics`` counts ``masked_tasks`` (of which
+    ``nonfinite_tasks``) and says whether the update was ``applied``; :meth:`run` warns at
+    every step not applied and stops after ``max_skipped_steps`` in a row.
 
     Args:
         optimizer: the learned optimizer to train.
@@ -50,6 +59,10 @@ class MetaTrainer:
         num_tasks: inner runs per meta-step, a multiple of the number of devices (default 8);
             for a mixture, its own total (``None`` or equal to it).
         clip_norm: clip the meta-gradient to this global norm (``None`` disables).
+        max_task_grad_norm: mask a task whose meta-gradient's global norm exceeds this (default
+            ``1e6``: far above the norms of healthy tasks of the built-in families, far below
+            those that overflow a meta-optimizer's second moments, ``sqrt(3e38)``); ``None``
+            masks only non-finite tasks.
         mesh: a one-axis ``jax.sharding.Mesh`` named ``"tasks"``; defaults to all devices.
 
     Example:
@@ -60,8 +73,11 @@ class MetaTrainer:
         ...     lo.TruncatedBackprop(unroll_length=5, horizon=10), num_tasks=2)
         >>> state = trainer.init(jax.random.key(0))
         >>> state, metrics = trainer.step(state)
-        >>> int(state.step), sorted(metrics)[:2]
-        (1, ['grad_norm', 'inner_loss'])
+        >>> int(state.step), bool(metrics["applied"]), int(metrics["masked_tasks"])
+        (1, True, 0)
+        >>> sorted(metrics)  # doctest: +NORMALIZE_WHITESPACE
+        ['applied', 'grad_norm', 'inner_loss', 'masked_tasks', 'meta_loss', 'nonfinite_tasks',
+         'resets']
 
     References:
         Andrychowicz et al., "Learning to learn by gradient descent by gradient descent", 2016.
@@ -76,6 +92,7 @@ class MetaTrainer:
         *,
         num_tasks: int | None = None,
         clip_norm: float | None = 1.0,
+        max_task_grad_norm: float | None = 1e6,
         mesh: jax.sharding.Mesh | None = None,
     ):
         self.optimizer = optimizer
@@ -88,6 +105,11 @@ class MetaTrainer:
             meta_optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), meta_optimizer)
         self.meta_optimizer = meta_optimizer
         self.clip_norm = clip_norm
+        if max_task_grad_norm is not None:
+            max_task_grad_norm = _checks.real(
+                "max_task_grad_norm", max_task_grad_norm, minimum=0.0, inclusive=False
+            )
+        self.max_task_grad_norm = max_task_grad_norm
         if mesh is None:
             mesh = jax.make_mesh(
                 (jax.device_count(),), (TASK_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
@@ -123,6 +145,7 @@ class MetaTrainer:
             "estimator": self.estimator.config(),
             "num_tasks": self.num_tasks,
             "clip_norm": self.clip_norm,
+            "max_task_grad_norm": self.max_task_grad_norm,
         }
 
     def shard(self, state: MetaTrainState) -> MetaTrainState:
@@ -210,40 +233,35 @@ class MetaTrainer:
             states.append(
                 jax.lax.with_sharding_constraint(run_state, self._task_shardings(run_state))
             )
-        kept = [est.finite for est in estimates]
+        kept = [est.finite & self._within_bound(est.grads) for est in estimates]
         count = sum(jnp.sum(ok) for ok in kept)
-        denom = jnp.maximum(count, 1).astype(jnp.float32)
 
-        def kept_sum(values, ok):
-            mask = ok.reshape((-1,) + (1,) * (values.ndim - 1))
-            return jnp.sum(jnp.where(mask, values, 0.0), axis=0)
+        def kept_mean(per_family, kept=kept, count=count):
+            """The mean over the kept tasks (all families); NaN when none is kept."""
+            total = sum(_kept_sum(v, ok) for v, ok in zip(per_family, kept, strict=True))
+            return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
 
-        def kept_mean(per_family):  # the mean over kept tasks of all families
-            total = sum(kept_sum(v, ok) for v, ok in zip(per_family, kept, strict=True))
-            return jnp.where(count > 0, total / denom, jnp.nan)
-
-        grads = jax.tree.map(
-            lambda *g: sum(kept_sum(x, ok) for x, ok in zip(g, kept, strict=True)) / denom,
-            *(est.grads for est in estimates),
-        )
+        grads = jax.tree.map(lambda *g: kept_mean(g), *(est.grads for est in estimates))
+        safe_grads = jax.tree.map(lambda g: jnp.where(count > 0, g, 0.0), grads)
         updates, meta_opt_state = self.meta_optimizer.update(
-            grads, state.meta_opt_state, state.meta_params
+            safe_grads, state.meta_opt_state, state.meta_params
         )
-        apply = count > 0
+        meta_params = optax.apply_updates(state.meta_params, updates)
+        apply = (count > 0) & unroll_lib.is_finite((meta_params, meta_opt_state))
 
         def keep_if_skipped(new, old):
             return jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
 
-        meta_params = keep_if_skipped(
-            optax.apply_updates(state.meta_params, updates), state.meta_params
-        )
+        meta_params = keep_if_skipped(meta_params, state.meta_params)
         meta_opt_state = keep_if_skipped(meta_opt_state, state.meta_opt_state)
         inner = [jnp.mean(est.losses, axis=1) for est in estimates]
         metrics = {
             "meta_loss": kept_mean([est.meta_loss for est in estimates]),
             "inner_loss": kept_mean(inner),
             "grad_norm": optax.tree.norm(grads),
-            "nonfinite_tasks": self.num_tasks - count,
+            "masked_tasks": self.num_tasks - count,
+            "nonfinite_tasks": sum(jnp.sum(~est.finite) for est in estimates),
+            "applied": apply,
             "resets": sum(jnp.sum(est.resets) for est in estimates),
         }
         if self.mixture is not None:
@@ -251,17 +269,19 @@ class MetaTrainer:
                 self.mixture.labels, estimates, kept, inner, strict=True
             ):
                 n = jnp.sum(ok)
-                metrics[f"meta_loss/{label}"] = jnp.where(
-                    n > 0, kept_sum(est.meta_loss, ok) / jnp.maximum(n, 1), jnp.nan
-                )
-                metrics[f"inner_loss/{label}"] = jnp.where(
-                    n > 0, kept_sum(losses, ok) / jnp.maximum(n, 1), jnp.nan
-                )
-                metrics[f"nonfinite_tasks/{label}"] = ok.shape[0] - n
+                metrics[f"meta_loss/{label}"] = kept_mean([est.meta_loss], [ok], n)
+                metrics[f"inner_loss/{label}"] = kept_mean([losses], [ok], n)
+                metrics[f"masked_tasks/{label}"] = ok.shape[0] - n
         new_state = MetaTrainState(
             meta_params, meta_opt_state, self._joined(tuple(states)), key, state.step + 1
         )
         return new_state, metrics
+
+    def _within_bound(self, grads: PyTree) -> jax.Array:
+        """Per task: whether its meta-gradient's norm is at most ``max_task_grad_norm``."""
+        if self.max_task_grad_norm is None:
+            return jnp.ones(jax.tree.leaves(grads)[0].shape[0], bool)
+        return jax.vmap(optax.tree.norm)(grads) <= self.max_task_grad_norm
 
     def step(self, state: MetaTrainState) -> tuple[MetaTrainState, dict[str, jax.Array]]:
         """One jitted meta-step."""
@@ -300,8 +320,14 @@ class MetaTrainer:
         log_path: str | Path | None = None,
         progress: bool = True,
         callback: Callable[[int, dict[str, float], MetaTrainState], dict | None] | None = None,
+        max_skipped_steps: int = 10,
     ) -> MetaTrainState:
         """Runs meta-steps until ``state.step == num_steps``, logging and checkpointing.
+
+        A meta-step whose update is not applied (every task masked, or a non-finite update)
+        leaves the meta-parameters unchanged and issues a :class:`MetaTrainingWarning`; after
+        ``max_skipped_steps`` such steps in a row the run stops with a
+        :class:`MetaTrainingError` (the checkpoints written so far stay intact).
 
         Args:
             state: from :meth:`init` or :meth:`restore_checkpoint`.
@@ -313,6 +339,11 @@ class MetaTrainer:
             progress: show a progress bar with the meta-loss and inner steps per second.
             callback: called as ``callback(step, metrics, state)`` after each meta-step; a
                 dict it returns is added to the step's logged metrics (e.g. a validation loss).
+            max_skipped_steps: consecutive meta-steps without an update after which the run
+                stops.
+
+        Raises:
+            MetaTrainingError: ``max_skipped_steps`` meta-steps in a row were not applied.
 
         Returns:
             The final state. The input ``state``'s buffers are donated to the loop (reused in
@@ -320,7 +351,11 @@ class MetaTrainer:
         """
         from tqdm.auto import tqdm
 
+        _checks.integer("num_steps", num_steps, minimum=0)
+        _checks.integer("checkpoint_every", checkpoint_every, minimum=1)
+        _checks.integer("max_skipped_steps", max_skipped_steps, minimum=1)
         start = int(state.step)
+        skipped = 0
         log = open(log_path, "a") if log_path is not None else None  # noqa: SIM115
         bar = tqdm(total=num_steps, initial=start, disable=not progress, unit="meta-step")
         inner = self.inner_steps_per_meta_step()
@@ -345,6 +380,9 @@ class MetaTrainer:
                     inner_steps_s=f"{metrics['inner_steps_per_s']:.0f}",
                 )
                 bar.update(1)
+                skipped = 0 if metrics["applied"] else skipped + 1
+                if skipped:
+                    self._report_skipped(step + 1, metrics, skipped, max_skipped_steps)
                 last = step + 1 == num_steps
                 if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or last):
                     self.save_checkpoint(checkpoint_dir, state)
@@ -353,3 +391,45 @@ class MetaTrainer:
             if log is not None:
                 log.close()
         return state
+
+    def _report_skipped(self, step: int, metrics: dict, skipped: int, limit: int) -> None:
+        masked = int(metrics["masked_tasks"])
+        why = (
+            f"all {masked} tasks were masked (non-finite or meta-gradient norm above "
+            f"max_task_grad_norm={self.max_task_grad_norm})"
+            if masked == self.num_tasks
+            else "the update made the meta-parameters or meta-optimizer state non-finite"
+        )
+        message = f"meta-step {step}: not applied, {why}; the meta-parameters are unchanged"
+        if skipped >= limit:
+            raise MetaTrainingError(
+                f"{message}. Stopping after {skipped} meta-steps in a row without an update "
+                f"(max_skipped_steps={limit}); the last checkpoint is intact."
+            )
+        warnings.warn(f"{message} ({skipped} in a row)", MetaTrainingWarning, stacklevel=3)
+
+
+class MetaTrainingWarning(RuntimeWarning):
+    """A meta-step was not applied (every task masked, or a non-finite update).
+
+    Example:
+        >>> import learned_opt as lo
+        >>> issubclass(lo.MetaTrainingWarning, RuntimeWarning)
+        True
+    """
+
+
+class MetaTrainingError(RuntimeError):
+    """Meta-training cannot go on: too many meta-steps in a row were not applied.
+
+    Example:
+        >>> import learned_opt as lo
+        >>> issubclass(lo.MetaTrainingError, RuntimeError)
+        True
+    """
+
+
+def _kept_sum(values: jax.Array, ok: jax.Array) -> jax.Array:
+    """The sum over the task axis (first) of ``values`` where ``ok``; the rest never enters."""
+    mask = ok.reshape((-1,) + (1,) * (values.ndim - 1))
+    return jnp.sum(jnp.where(mask, values, 0.0), axis=0)
