@@ -17,6 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from learned_opt import _checks
+from learned_opt._files import atomic_write_bytes
 from learned_opt.meta import checkpoint as checkpoint_lib
 from learned_opt.meta import unroll as unroll_lib
 from learned_opt.meta.estimators import GradientEstimator, TruncatedBackprop
@@ -295,20 +296,29 @@ class MetaTrainer:
         """Writes ``state`` with this run's :meth:`config` to ``directory`` (keeps ``keep``).
 
         Returns:
-            The path written.
+            The checkpoint's step directory.
         """
-        return checkpoint_lib.save(directory, state, self.config(), keep=keep)
+        with checkpoint_lib.Checkpoints(directory, keep=keep) as checkpoints:
+            return checkpoints.save(state, self.config())
 
-    def restore_checkpoint(self, path: str | Path) -> MetaTrainState:
-        """Restores (and shards) a state saved by :meth:`save_checkpoint` for this run.
+    def restore_checkpoint(self, directory: str | Path, step: int | None = None) -> MetaTrainState:
+        """Restores a state saved for this run, each leaf straight onto its devices.
+
+        Without ``step``, the newest intact checkpoint of ``directory`` is used; every newer
+        damaged or incomplete one is skipped with a
+        :class:`~learned_opt.meta.checkpoint.CheckpointWarning`.
 
         Raises:
-            FileNotFoundError: no checkpoint at ``path``.
-            CheckpointError: the checkpoint is damaged or was written by a run with another
-                configuration; the message names the file.
+            FileNotFoundError: no checkpoint in ``directory``.
+            CheckpointError: written by a run with another configuration (the message lists
+                every difference), or no checkpoint is intact; the message names it.
         """
+        if not Path(directory).is_dir():
+            raise FileNotFoundError(f"{directory}: no checkpoint directory at this path")
         like = jax.eval_shape(self.initial_state, jax.random.key(0))
-        return self.shard(checkpoint_lib.restore(path, self.config(), like))
+        with checkpoint_lib.Checkpoints(directory) as checkpoints:
+            shardings = jax.tree.broadcast(self._state_shardings(like), like)
+            return checkpoints.restore(self.config(), like, shardings, step=step)
 
     def run(
         self,
@@ -321,6 +331,7 @@ class MetaTrainer:
         progress: bool = True,
         callback: Callable[[int, dict[str, float], MetaTrainState], dict | None] | None = None,
         max_skipped_steps: int = 10,
+        keep_checkpoints: int = 2,
     ) -> MetaTrainState:
         """Runs meta-steps until ``state.step == num_steps``, logging and checkpointing.
 
@@ -333,14 +344,20 @@ class MetaTrainer:
             state: from :meth:`init` or :meth:`restore_checkpoint`.
             num_steps: the total number of meta-steps (a resumed run continues to it).
             checkpoint_dir: where to write checkpoints (atomically, every ``checkpoint_every``
-                steps and at the end); ``None`` disables them.
+                steps and at the end; the newest ``keep_checkpoints`` are kept); ``None``
+                disables them. Checkpoints newer than ``state.step`` (left by a continuation
+                that was killed, or damaged ones skipped on restore) are renamed
+                ``*.superseded`` first.
             checkpoint_every: meta-steps between checkpoints.
-            log_path: a JSONL file; one line of metrics per meta-step is appended.
+            log_path: a JSONL file; one line of metrics per meta-step is appended, after
+                dropping any line past ``state.step`` (written after the checkpoint a resumed
+                run continues from) and any partly written line.
             progress: show a progress bar with the meta-loss and inner steps per second.
             callback: called as ``callback(step, metrics, state)`` after each meta-step; a
                 dict it returns is added to the step's logged metrics (e.g. a validation loss).
             max_skipped_steps: consecutive meta-steps without an update after which the run
                 stops.
+            keep_checkpoints: how many of the newest checkpoints to keep.
 
         Raises:
             MetaTrainingError: ``max_skipped_steps`` meta-steps in a row were not applied.
@@ -356,6 +373,18 @@ class MetaTrainer:
         _checks.integer("max_skipped_steps", max_skipped_steps, minimum=1)
         start = int(state.step)
         skipped = 0
+        checkpoints = None
+        if checkpoint_dir is not None:
+            checkpoints = checkpoint_lib.Checkpoints(checkpoint_dir, keep=keep_checkpoints)
+            for path in checkpoints.supersede_after(start):
+                warnings.warn(
+                    f"{path}: newer than the state this run continues from (meta-step {start}); "
+                    f"renamed {path.name}.superseded",
+                    checkpoint_lib.CheckpointWarning,
+                    stacklevel=2,
+                )
+        if log_path is not None:
+            _truncate_log(Path(log_path), start)
         log = open(log_path, "a") if log_path is not None else None  # noqa: SIM115
         bar = tqdm(total=num_steps, initial=start, disable=not progress, unit="meta-step")
         inner = self.inner_steps_per_meta_step()
@@ -384,12 +413,14 @@ class MetaTrainer:
                 if skipped:
                     self._report_skipped(step + 1, metrics, skipped, max_skipped_steps)
                 last = step + 1 == num_steps
-                if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or last):
-                    self.save_checkpoint(checkpoint_dir, state)
+                if checkpoints is not None and ((step + 1) % checkpoint_every == 0 or last):
+                    checkpoints.save(state, self.config())
         finally:
             bar.close()
             if log is not None:
                 log.close()
+            if checkpoints is not None:
+                checkpoints.close()
         return state
 
     def _report_skipped(self, step: int, metrics: dict, skipped: int, limit: int) -> None:
@@ -427,6 +458,24 @@ class MetaTrainingError(RuntimeError):
         >>> issubclass(lo.MetaTrainingError, RuntimeError)
         True
     """
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keeps the complete JSON lines of ``path`` up to meta-step ``step`` (atomically)."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    kept = []
+    for line in text.splitlines(keepends=True):
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            break
+        if not line.endswith("\n") or not isinstance(entry, dict) or entry.get("step", 0) > step:
+            break
+        kept.append(line)
+    if len(kept) != len(text.splitlines()):
+        atomic_write_bytes(path, "".join(kept).encode())
 
 
 def _kept_sum(values: jax.Array, ok: jax.Array) -> jax.Array:
