@@ -243,10 +243,9 @@ def meta_train(args: argparse.Namespace) -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir, log_path = out / "checkpoints", out / "metrics.jsonl"
-    if args.resume and checkpoint.checkpoints(ckpt_dir):
-        state = checkpoint.restore(ckpt_dir, trainer)
+    if args.resume and checkpoint.steps(ckpt_dir):
+        state = trainer.restore_checkpoint(ckpt_dir)
         print(f"resumed from meta-step {int(state.step)} ({ckpt_dir})", file=sys.stderr)
-        _truncate_log(log_path, int(state.step))
     else:
         state = trainer.init(jax.random.key(args.seed), initial)
         log_path.unlink(missing_ok=True)
@@ -318,13 +317,6 @@ def _keep_best(args, trainer, family, path: Path, log_path: Path):
         return {"validation": value}
 
     return callback
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drops log lines past ``step`` (written after the checkpoint a run resumes from)."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
 
 
 def evaluate(args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ from learned_opt.tasks.datasets import load_dataset as load_dataset
 from learned_opt.tasks.glyphs import Glyphs as Glyphs
 from learned_opt.tasks.ill_conditioned import Rosenbrock as Rosenbrock
 from learned_opt.tasks.ill_conditioned import ScaledQuadratic as ScaledQuadratic
+from learned_opt.tasks.mixture import Mixture as Mixture
 from learned_opt.tasks.mlp import MLP as MLP
 from learned_opt.tasks.quadratic import Quadratic as Quadratic
 from learned_opt.tasks.registry import FAMILIES as FAMILIES

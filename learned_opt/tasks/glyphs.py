@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from learned_opt._files import atomic_write_bytes
 from learned_opt.tasks import _nn
 from learned_opt.tasks.base import PyTree, TaskFamily, check, positive_ints
 
@@ -202,10 +204,9 @@ def generate(
     images = render(bitmaps, maps, image_size).reshape(
         num_classes, instances, image_size, image_size
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, images=images, codepoints=codepoints)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images, codepoints=codepoints)
+    atomic_write_bytes(path, buffer.getvalue())
     return images, codepoints
 
 
