@@ -60,6 +60,7 @@ def test_render_refuses_a_published_section_without_its_json(bench, tmp_path, ca
     assert "l2l_ablation: published, but l2l_ablation.json is missing" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_all_quick_writes_documents_figures_and_renders_them(tmp_path):
     done = subprocess.run(
         [

@@ -173,7 +173,8 @@ class Ratio(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values; +inf is written ``"inf"``."""
         out = self._asdict()
-        out.update({k: None if out[k] is None else _enc(out[k]) for k in ("ratio", "low", "high")})
+        out.update({k: None if out[k] is None else _enc(out[k]) for k in ("low", "high")})
+        out["ratio"] = _enc(self.ratio)
         return out
 
     @classmethod
@@ -305,14 +306,69 @@ class Comparison:
         return "\n".join(lines)
 
 
+def _key_rows(keys: jax.Array) -> set[bytes]:
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        keys = jax.random.key_data(keys)
+    return {bytes(k) for k in np.asarray(keys).reshape(len(keys), -1)}
+
+
 def _check_disjoint(tune_keys: jax.Array, test_keys: jax.Array) -> None:
-    tune = {bytes(k) for k in np.asarray(jax.random.key_data(tune_keys))}
-    test = {bytes(k) for k in np.asarray(jax.random.key_data(test_keys))}
+    tune, test = _key_rows(tune_keys), _key_rows(test_keys)
     if tune & test:
         raise ValueError(
             f"tune_keys, test_keys: {len(tune & test)} task(s) are in both; tune on "
             'task_keys(seed, n, "train") and test on task_keys(seed, n, "test")'
         )
+
+
+def _check_inputs(learned, baselines, references, num_steps, tune_keys, test_keys):
+    """Raises on bad arguments of :func:`compare`; returns the references to use."""
+    unknown = [b for b in baselines if b not in _baselines.BASELINES]
+    if unknown:
+        raise ValueError(f"baselines: unknown {unknown}; known: {sorted(_baselines.BASELINES)}")
+    reserved = {*_baselines.BASELINES, ADAM_DEFAULT}
+    clashes = [n for n in learned if n in reserved or n.endswith(TUNED_SUFFIX)]
+    if clashes:
+        raise ValueError(
+            f"learned: names {clashes} clash with the baselines' or end with {TUNED_SUFFIX!r}"
+        )
+    if references is None:
+        references = ("adam",) if "adam" in baselines else ()
+    missing = [r for r in references if r not in (*baselines, ADAM_DEFAULT)]
+    if missing:
+        raise ValueError(
+            f"references: {missing} are not runs of this comparison; expected names from "
+            f"{[*baselines, ADAM_DEFAULT]}"
+        )
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps: expected a positive int, got {num_steps!r}")
+    if len(test_keys) < 1:
+        raise ValueError("test_keys: expected at least one test task, got none")
+    _check_disjoint(tune_keys, test_keys)
+    for name, entry in learned.items():
+        pair = isinstance(entry, tuple) and len(entry) == 2
+        if not (pair or isinstance(entry, optax.GradientTransformation)):
+            raise TypeError(
+                f"learned[{name!r}]: expected (optimizer, meta_params) or an optax "
+                f"transformation, got {type(entry).__name__}"
+            )
+    return tuple(references)
+
+
+def _learned_runs(family, num_steps, learned, test_keys, keep_curves):
+    """The runs of the learned optimizers as given, and their transformations."""
+    runs: dict[str, Run] = {}
+    txs: dict[str, optax.GradientTransformation] = {}
+    for name, entry in learned.items():
+        if isinstance(entry, optax.GradientTransformation):
+            curves = _runs.train_curves(family, entry, test_keys, num_steps)
+            txs[name] = entry
+        else:
+            optimizer, meta_params = entry
+            curves = _runs.learned_curves(family, optimizer, meta_params, test_keys, num_steps)
+            txs[name] = optimizer.as_optax(meta_params)
+        runs[name] = Run.of("learned", curves, keep_curve=keep_curves)
+    return runs, txs
 
 
 def compare(
@@ -399,61 +455,27 @@ def compare(
         >>> result.ratio("sgd 0.01", "adam").verdict
         'loss'
     """
-    unknown = [b for b in baselines if b not in _baselines.BASELINES]
-    if unknown:
-        raise ValueError(f"baselines: unknown {unknown}; known: {sorted(_baselines.BASELINES)}")
-    reserved = {*_baselines.BASELINES, ADAM_DEFAULT}
-    clashes = [n for n in learned if n in reserved or n.endswith(TUNED_SUFFIX)]
-    if clashes:
-        raise ValueError(f"learned: names {clashes} clash with the baselines' or end with "
-                         f"{TUNED_SUFFIX!r}")  # fmt: skip
-    if references is None:
-        references = ("adam",) if "adam" in baselines else ()
-    missing = [r for r in references if r not in (*baselines, ADAM_DEFAULT)]
-    if missing:
-        raise ValueError(
-            f"references: {missing} are not runs of this comparison; expected names from "
-            f"{[*baselines, ADAM_DEFAULT]}"
-        )
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps: expected a positive int, got {num_steps!r}")
-    if len(test_keys) < 1:
-        raise ValueError("test_keys: expected at least one test task, got none")
-    _check_disjoint(tune_keys, test_keys)
-
-    runs: dict[str, Run] = {}
-    txs: dict[str, optax.GradientTransformation] = {}
-    for name, entry in learned.items():
-        if isinstance(entry, optax.GradientTransformation):
-            curves = _runs.train_curves(family, entry, test_keys, num_steps)
-            runs[name], txs[name] = Run.of("learned", curves, keep_curve=keep_curves), entry
-            continue
-        if not (isinstance(entry, tuple) and len(entry) == 2):
-            raise TypeError(
-                f"learned[{name!r}]: expected (optimizer, meta_params) or an optax "
-                f"transformation, got {type(entry).__name__}"
+    references = _check_inputs(learned, baselines, references, num_steps, tune_keys, test_keys)
+    runs, txs = _learned_runs(family, num_steps, learned, test_keys, keep_curves)
+    if tune_learned:
+        pairs = {
+            n: e for n, e in learned.items() if not isinstance(e, optax.GradientTransformation)
+        }
+        for name, (optimizer, meta_params) in pairs.items():
+            tuned = _baselines.tune_step_size(
+                family, optimizer, meta_params, tune_keys, num_steps, grid
             )
-        optimizer, meta_params = entry
-        curves = _runs.learned_curves(family, optimizer, meta_params, test_keys, num_steps)
-        runs[name] = Run.of("learned", curves, keep_curve=keep_curves)
-        txs[name] = optimizer.as_optax(meta_params)
-    for name, entry in learned.items():
-        if not tune_learned or isinstance(entry, optax.GradientTransformation):
-            continue
-        optimizer, meta_params = entry
-        tuned = _baselines.tune_step_size(
-            family, optimizer, meta_params, tune_keys, num_steps, grid
-        )
-        losses, final = _baselines.run_scaled_learned(
-            family, optimizer, meta_params, [tuned.learning_rate], test_keys, num_steps
-        )
-        hyper = {"lr": tuned.learning_rate, "builtin_lr": tuned.builtin}
-        runs[name + TUNED_SUFFIX] = Run.of(
-            "learned_tuned_lr", _runs.Curves(losses[0], final[0]), hyper, tuned.at_edge, keep_curves
-        )
-        txs[name + TUNED_SUFFIX] = _baselines.scaled_learned(
-            optimizer, meta_params, tuned.learning_rate
-        )
+            losses, final = _baselines.run_scaled_learned(
+                family, optimizer, meta_params, [tuned.learning_rate], test_keys, num_steps
+            )
+            hyper = {"lr": tuned.learning_rate, "builtin_lr": tuned.builtin}
+            curves = _runs.Curves(losses[0], final[0])
+            runs[name + TUNED_SUFFIX] = Run.of(
+                "learned_tuned_lr", curves, hyper, tuned.at_edge, keep_curves
+            )
+            txs[name + TUNED_SUFFIX] = _baselines.scaled_learned(
+                optimizer, meta_params, tuned.learning_rate
+            )
     for name in baselines:
         tuned_baseline = _baselines.tune_baseline(family, name, tune_keys, num_steps, grid)
         txs[name] = tuned_baseline.transformation()
