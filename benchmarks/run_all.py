@@ -50,7 +50,7 @@ class Benchmark(NamedTuple):
 
 
 STUDY = ["--plots-dir", "{out}/figures", "--results-dir", "{out}/results"]
-QUICK = ["--quick", "--baselines", "adam", "nag", "--no-tune-learned"]
+QUICK = ["--quick", "--baselines", "adam", "nag"]
 BENCHMARKS: dict[str, Benchmark] = {
     "l2l_mnist": Benchmark(
         "l2l_study", ["--suites", "lstm_mnist", *STUDY], [*QUICK, "--suites", "lstm_mnist", *STUDY]
