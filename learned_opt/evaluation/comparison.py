@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 import jax
 import numpy as np
@@ -34,7 +34,7 @@ ADAM_DEFAULT = "adam (1e-3)"
 TUNED_SUFFIX = " (tuned lr)"
 
 #: A learned optimizer to compare: ``(optimizer, meta_params)``, or a ready transformation.
-Learned = tuple["LearnedOptimizer", PyTree] | optax.GradientTransformation
+Learned: TypeAlias = "tuple[LearnedOptimizer, PyTree] | optax.GradientTransformation"
 
 
 def _enc(x: float) -> float | str:
