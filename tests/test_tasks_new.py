@@ -354,22 +354,38 @@ def test_config_round_trips_through_json(family):
         (
             lambda: Regression(kind="ridge"),
             ValueError,
-            "kind: expected one of ['least_squares', 'logistic'], got 'ridge'",
+            "kind: expected one of ('least_squares', 'logistic'), got 'ridge'",
         ),
-        (lambda: Regression(num_features=0), ValueError, "num_features: must be >= 1, got 0"),
+        (
+            lambda: Regression(num_features=0),
+            ValueError,
+            "num_features: expected a positive int, got 0",
+        ),
         (
             lambda: Regression(num_examples=2.5),
             TypeError,
-            "num_examples: expected an integer, got 2.5",
+            "num_examples: expected a positive int, got 2.5",
         ),
-        (lambda: Regression(target_scale=0.0), ValueError, "target_scale: must be > 0.0, got 0.0"),
-        (lambda: Regression(noise_std="0.1"), TypeError, "noise_std: expected a number, got '0.1'"),
+        (
+            lambda: Regression(target_scale=0.0),
+            ValueError,
+            "target_scale: expected a finite number in (0, inf), got 0.0",
+        ),
+        (
+            lambda: Regression(noise_std="0.1"),
+            TypeError,
+            "noise_std: expected a finite number in [0, inf), got '0.1'",
+        ),
         (
             lambda: Regression(batch_size=True),
             TypeError,
-            "batch_size: expected an integer, got True",
+            "batch_size: expected a positive int, got True",
         ),
-        (lambda: Autoencoder(bottleneck=0), ValueError, "bottleneck: must be >= 1, got 0"),
+        (
+            lambda: Autoencoder(bottleneck=0),
+            ValueError,
+            "bottleneck: expected a positive int, got 0",
+        ),
         (lambda: Autoencoder(dataset="cifar"), ValueError, "dataset: unknown 'cifar'"),
         (
             lambda: Autoencoder(hidden_sizes=(8, -1)),
@@ -386,18 +402,22 @@ def test_config_round_trips_through_json(family):
             ValueError,
             "num_heads: must divide d_model=64, got 3",
         ),
-        (lambda: CharTransformer(init_scale=-1), ValueError, "init_scale: must be > 0.0, got -1.0"),
+        (
+            lambda: CharTransformer(init_scale=-1),
+            ValueError,
+            "init_scale: expected a finite number in (0, inf), got -1",
+        ),
         (lambda: CharTransformer(seq_len=10**6), ValueError, "seq_len: must be <"),
         (lambda: RandomLossScale("mlp"), TypeError, "family: expected a TaskFamily, got 'mlp'"),
         (
             lambda: RandomInitScale(MLP(), max_log_scale=-1),
             ValueError,
-            "max_log_scale: must be >= 0.0, got -1.0",
+            "max_log_scale: expected a finite number in [0, inf), got -1",
         ),
         (
             lambda: RandomTensorScaling(MLP(), max_log_scale=None),
             TypeError,
-            "max_log_scale: expected a number, got None",
+            "max_log_scale: expected a finite number in [0, inf), got None",
         ),
         (
             lambda: get_family("random_loss_scale", family={"name": "nope"}),

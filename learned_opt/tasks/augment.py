@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from learned_opt._checks import real
+from learned_opt.tasks._args import real
 from learned_opt.tasks.base import PyTree, TaskFamily
 from learned_opt.tasks.scaled import RandomScaling
 
@@ -74,7 +74,9 @@ class RandomTensorScaling(RandomScaling):
 
     def __post_init__(self) -> None:
         check_family(self.family)
-        object.__setattr__(self, "max_log_scale", real("max_log_scale", self.max_log_scale, 0.0))
+        object.__setattr__(
+            self, "max_log_scale", real("max_log_scale", self.max_log_scale, low=0.0)
+        )
         super().__post_init__()
 
     def _scale_shape(self, leaf: jax.ShapeDtypeStruct) -> tuple[int, ...]:
@@ -93,7 +95,9 @@ class _PerTaskScale(TaskFamily):
 
     def __post_init__(self) -> None:
         check_family(self.family)
-        object.__setattr__(self, "max_log_scale", real("max_log_scale", self.max_log_scale, 0.0))
+        object.__setattr__(
+            self, "max_log_scale", real("max_log_scale", self.max_log_scale, low=0.0)
+        )
 
     def sample(self, key: jax.Array) -> PyTree:
         k_task, k_scale = jax.random.split(key)

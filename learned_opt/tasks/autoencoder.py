@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import jax
 
-from learned_opt._checks import integer, real
 from learned_opt.tasks import _classification, _nn, datasets
+from learned_opt.tasks._args import integer, real
 from learned_opt.tasks.base import PyTree, TaskFamily, positive_ints
 
 
@@ -74,12 +74,12 @@ class Autoencoder(TaskFamily):
         object.__setattr__(
             self, "hidden_sizes", positive_ints("hidden_sizes", self.hidden_sizes, allow_empty=True)
         )
-        object.__setattr__(self, "bottleneck", integer("bottleneck", self.bottleneck, 1))
+        object.__setattr__(self, "bottleneck", integer("bottleneck", self.bottleneck))
         _nn.activation(self.activation)
         if self.init_scale is not None:
-            object.__setattr__(self, "init_scale", real("init_scale", self.init_scale, 0.0))
-        object.__setattr__(self, "batch_size", integer("batch_size", self.batch_size, 1))
-        object.__setattr__(self, "eval_size", integer("eval_size", self.eval_size, 1))
+            object.__setattr__(self, "init_scale", real("init_scale", self.init_scale, low=0.0))
+        object.__setattr__(self, "batch_size", integer("batch_size", self.batch_size))
+        object.__setattr__(self, "eval_size", integer("eval_size", self.eval_size))
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", str(self.data_dir))
 

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learned_opt._checks import integer, real
 from learned_opt.tasks import _nn
+from learned_opt.tasks._args import integer, real
 from learned_opt.tasks.base import PyTree, TaskFamily, check
 
 #: The fixed character vocabulary: newline and printable ASCII; every other character is
@@ -139,15 +139,15 @@ class CharTransformer(TaskFamily):
             "batch_size",
             "eval_windows",
         ):
-            object.__setattr__(self, field, integer(field, getattr(self, field), 1))
+            object.__setattr__(self, field, integer(field, getattr(self, field)))
         check(
             self.d_model % self.num_heads == 0,
             f"num_heads: must divide d_model={self.d_model}, got {self.num_heads}",
         )
         if self.d_ff is not None:
-            object.__setattr__(self, "d_ff", integer("d_ff", self.d_ff, 1))
+            object.__setattr__(self, "d_ff", integer("d_ff", self.d_ff))
         object.__setattr__(
-            self, "init_scale", real("init_scale", self.init_scale, 0.0, strict=True)
+            self, "init_scale", real("init_scale", self.init_scale, low=0.0, low_open=True)
         )
         held_out = len(corpus_tokens()[1])
         check(

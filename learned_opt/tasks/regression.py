@@ -8,8 +8,8 @@ from typing import ClassVar, Literal
 import jax
 import jax.numpy as jnp
 
-from learned_opt._checks import integer, one_of, real
 from learned_opt.tasks import _nn
+from learned_opt.tasks._args import choice, integer, real
 from learned_opt.tasks.base import PyTree, TaskFamily
 
 KINDS = ("least_squares", "logistic")
@@ -74,16 +74,16 @@ class Regression(TaskFamily):
     batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        one_of("kind", self.kind, KINDS)
-        object.__setattr__(self, "num_features", integer("num_features", self.num_features, 1))
-        object.__setattr__(self, "num_examples", integer("num_examples", self.num_examples, 1))
+        choice("kind", self.kind, KINDS)
+        object.__setattr__(self, "num_features", integer("num_features", self.num_features))
+        object.__setattr__(self, "num_examples", integer("num_examples", self.num_examples))
         for field in ("feature_log_scale", "noise_std"):
-            object.__setattr__(self, field, real(field, getattr(self, field), 0.0))
+            object.__setattr__(self, field, real(field, getattr(self, field), low=0.0))
         object.__setattr__(
-            self, "target_scale", real("target_scale", self.target_scale, 0.0, strict=True)
+            self, "target_scale", real("target_scale", self.target_scale, low=0.0, low_open=True)
         )
         if self.batch_size is not None:
-            object.__setattr__(self, "batch_size", integer("batch_size", self.batch_size, 1))
+            object.__setattr__(self, "batch_size", integer("batch_size", self.batch_size))
 
     def sample(self, key: jax.Array) -> PyTree:
         n, d = self.num_examples, self.num_features
