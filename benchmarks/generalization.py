@@ -30,6 +30,7 @@ re-run, so adding an optimizer costs only its own runs::
 
     nice -n 10 python benchmarks/generalization.py                       # everything (~1 h)
     python benchmarks/generalization.py --reuse-baselines --optimizers lstm_general
+    python benchmarks/generalization.py --resume     # continue an interrupted run
     python benchmarks/generalization.py --quick --results-dir /tmp/gen   # smoke test
 
 The document goes to ``benchmarks/results/generalization.json`` (``--results-dir``);
@@ -330,7 +331,11 @@ def run_problem(
         "params": num_params(problem.family),
         "settings": settings,
     }
-    reuse = args.reuse_baselines and previous is not None and previous["settings"] == settings
+    reuse = (
+        (args.reuse_baselines or args.resume)
+        and previous is not None
+        and previous["settings"] == settings
+    )
     if reuse:
         log(f"{problem.name}: reusing the baselines of the previous run")
         for key in ("baselines", "baselines_seconds", "time_to_target", "adam_reproduced"):
@@ -355,6 +360,9 @@ def run_problem(
         )
     baseline_adam = evaluation.Comparison.from_dict(entry["baselines"]).runs["adam"]
     for name, learned in optimizers.items():
+        if args.resume and reuse and name in entry["learned"]:
+            log(f"{problem.name}: {name} already done")
+            continue
         t0 = time.perf_counter()
         comparison = evaluation.compare(
             problem.family,
@@ -389,14 +397,44 @@ def load_optimizers(names: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    """Runs the benchmark and returns its results document."""
+    """Runs the benchmark and returns its results document.
+
+    The document is rewritten after every problem (marked incomplete until the last), so an
+    interrupted run continues with ``--resume``.
+    """
     t0 = time.perf_counter()
     path = args.results_dir / f"{SECTION}.json"
-    keep = args.reuse_baselines or args.problems
+    keep = args.reuse_baselines or args.resume or args.problems
     previous_doc = json.loads(path.read_text()) if keep and path.exists() else None
     previous = {p["name"]: p for p in (previous_doc or {}).get("problems", [])}
     optimizers = load_optimizers(args.optimizers)
-    entries, skipped = [], []
+    entries: list[dict[str, Any]] = []
+    skipped: list[str] = []
+
+    def document(complete: bool) -> dict[str, Any]:
+        doc = {
+            "command": common.command_line(SCRIPT, args.argv),
+            "machine": common.machine(),
+            "settings": {
+                "seed": args.seed,
+                "tasks": args.tasks,
+                "tune_tasks": args.tune_tasks,
+                "grid": list(args.grid),
+                "baselines": list(BASELINES),
+                "tune_learned": args.tune_learned,
+                "quick": args.quick,
+            },
+            "training_distribution": TRAINING_DISTRIBUTION,
+            "optimizers": sorted({n for e in entries for n in e["learned"]}, key=_optimizer_order),
+            "problems": entries,
+            "skipped": skipped,
+            "complete": complete,
+            "seconds": time.perf_counter() - t0,
+        }
+        if previous_doc is not None:
+            doc["previous_command"] = previous_doc["command"]
+        return doc
+
     for problem in problems():
         if args.problems and problem.name not in args.problems:
             if problem.name in previous:  # kept as it was
@@ -407,28 +445,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             log(f"{problem.name}: skipped, {missing} is not installed")
             continue
         entries.append(run_problem(problem, args, optimizers, previous.get(problem.name), log))
-    names = sorted({n for e in entries for n in e["learned"]}, key=_optimizer_order)
-    doc = {
-        "command": common.command_line(SCRIPT, args.argv),
-        "machine": common.machine(),
-        "settings": {
-            "seed": args.seed,
-            "tasks": args.tasks,
-            "tune_tasks": args.tune_tasks,
-            "grid": list(args.grid),
-            "baselines": list(BASELINES),
-            "tune_learned": args.tune_learned,
-            "quick": args.quick,
-        },
-        "training_distribution": TRAINING_DISTRIBUTION,
-        "optimizers": names,
-        "problems": entries,
-        "skipped": skipped,
-        "seconds": time.perf_counter() - t0,
-    }
-    if previous_doc is not None:
-        doc["previous_command"] = previous_doc["command"]
-    return doc
+        common.write_atomic(path, json.dumps(document(complete=False), indent=2) + "\n")
+    return document(complete=True)
 
 
 def _optimizer_order(name: str) -> tuple[int, str]:
@@ -503,11 +521,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _seconds(entry: dict[str, Any]) -> float:
+    """Wall-clock spent on one problem: its baselines and every learned optimizer."""
+    return entry.get("baselines_seconds", 0.0) + sum(entry["learned_seconds"].values())
+
+
 def problems_table(doc: dict[str, Any]) -> list[str]:
     """The problems: what each is, its size, why it is out of distribution and its cost."""
     rows = []
     for entry in doc["problems"]:
-        seconds = entry.get("baselines_seconds", 0.0) + sum(entry["learned_seconds"].values())
+        seconds = _seconds(entry)
         rows.append(
             [
                 f"`{entry['name']}`",
@@ -621,20 +644,25 @@ def protocol(doc: dict[str, Any]) -> str:
 
 def render(doc: dict[str, Any]) -> str:
     """The Markdown body of the generalisation section of RESULTS.md."""
-    minutes = doc["seconds"] / 60
+    compute = sum(_seconds(e) for e in doc["problems"])
+    reused = ""
+    if "previous_command" in doc:
+        reused = f" (results of `{doc['previous_command']}` reused where unchanged)"
     lines = [
         "### Generalisation: problems outside the meta-training distribution",
         "",
-        f"Command: `{doc['command']}`"
-        + (
-            f" (baselines reused from `{doc['previous_command']}`)"
-            if "previous_command" in doc
-            else ""
-        ),
+        f"Command: `{doc['command']}`{reused}",
         "",
-        f"{common.machine_line(doc['machine'])} Took {minutes:.0f} min.",
+        f"{common.machine_line(doc['machine'])} Compute time {compute / 60:.0f} min over all "
+        f"problems (this command: {doc['seconds'] / 60:.0f} min).",
         "",
     ]
+    if not doc.get("complete", True):
+        lines += [
+            f"**Incomplete run: {len(doc['problems'])} problems so far** (continue it with "
+            "`--resume`).",
+            "",
+        ]
     if doc["settings"].get("quick"):
         lines += ["**`--quick` smoke run: shrunk settings, not benchmark figures.**", ""]
     if not doc["problems"]:
@@ -714,6 +742,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the baselines (and other optimizers) of the existing results "
         "document for problems whose settings are unchanged",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="like --reuse-baselines, and also keep the requested optimizers' results where the "
+        "document has them (continues an interrupted run)",
     )
     p.add_argument("--tasks", type=int, default=8, help="held-out test tasks per problem")
     p.add_argument("--tune-tasks", type=int, default=3, help="training tasks for tuning")

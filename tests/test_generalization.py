@@ -158,11 +158,11 @@ def test_summary_and_tables_are_counted_from_the_document():
     text = generalization.render(doc)
     assert "| `a` | 1 | 0.5 | 0.5x [0.45, 0.55] win | 0.25x [0.1, 0.9] win | 0 | 3.00x |" in text
     assert "| `c` | c | 10 | 3 | because | 2.0 |" in text
-    assert "Took 10 min." in text and "Machine: test CPU, 2 cores." in text
+    assert "Machine: test CPU, 2 cores. Compute time 6 min over all problems" in text
 
 
 @pytest.mark.slow
-def test_quick_run_then_reuse_keeps_the_baselines(tmp_path):
+def test_quick_run_then_reuse_keeps_the_baselines_and_resume_keeps_everything(tmp_path):
     args = ["--quick", "--no-tune-learned", "--problems", "least_squares_1e4"]
     args += ["--results-dir", str(tmp_path)]
     first = generalization.main([*args, "--optimizers", "lstm_digits"])
@@ -175,4 +175,8 @@ def test_quick_run_then_reuse_keeps_the_baselines(tmp_path):
     assert set(two["learned"]) == {"lstm_digits", "rnnprop_quadratic"}
     assert two["adam_reproduced"] == {"lstm_digits": True, "rnnprop_quadratic": True}
     assert second["optimizers"] == ["lstm_digits", "rnnprop_quadratic"]
-    assert "baselines reused from" in generalization.render(second)
+    assert "reused where unchanged" in generalization.render(second)
+    # --resume keeps everything the document already has: nothing runs again.
+    both = ["--optimizers", "lstm_digits", "rnnprop_quadratic"]
+    third = generalization.main([*args, *both, "--resume"])
+    assert third["problems"] == second["problems"] and third["complete"]
