@@ -48,6 +48,7 @@ SECTIONS: list[Section] = [
     Section("l2l_digits", "l2l_study"),
     Section("l2l_quadratic", "l2l_study"),
     Section("l2l_meta_lstm", "l2l_study"),
+    Section("generalization", "generalization"),
     Section("l2l_ablation", "l2l_ablation"),
     Section("meta_lstm_gates", "meta_lstm_gates"),
 ]

@@ -76,6 +76,21 @@ BENCHMARKS: dict[str, Benchmark] = {
         ["--quick", "--results-dir", "{out}/results"],
     ),
     "meta_lstm_gates": Benchmark("meta_lstm_gates", STUDY, ["--quick", *STUDY]),
+    "generalization": Benchmark(
+        "generalization",
+        ["--results-dir", "{out}/results"],
+        [
+            "--quick",
+            "--no-tune-learned",
+            "--optimizers",
+            "lstm_digits",
+            "--results-dir",
+            "{out}/results",
+            "--problems",
+            "least_squares_1e4",
+            "mlp_deep",
+        ],
+    ),
     "fewshot_sinusoid": Benchmark(
         "fewshot_sinusoid",
         ["--json-out", "{out}/fewshot_sinusoid.json", "--plot", "{out}/fewshot_sinusoid.png"],

@@ -27,6 +27,20 @@ def _as_batch(raw: datasets.RawData, pixels, labels) -> tuple[jax.Array, jax.Arr
     return jnp.asarray(pixels).astype(jnp.float32) / raw.max_value, jnp.asarray(labels)
 
 
+def train_batch(
+    raw: datasets.RawData, key: jax.Array, batch_size: int
+) -> tuple[jax.Array, jax.Array]:
+    """``batch_size`` examples ``(x, y)`` of ``raw`` drawn uniformly with replacement by ``key``."""
+    indices = jax.random.randint(key, (batch_size,), 0, len(raw.labels))
+    return _as_batch(raw, jnp.asarray(raw.pixels)[indices], jnp.asarray(raw.labels)[indices])
+
+
+def eval_batch(raw: datasets.RawData, eval_size: int) -> tuple[jax.Array, jax.Array]:
+    """The fixed evaluation subset ``(x, y)`` of ``raw`` (see :func:`eval_indices`)."""
+    indices = eval_indices(len(raw.labels), eval_size)
+    return _as_batch(raw, raw.pixels[indices], raw.labels[indices])
+
+
 @dataclasses.dataclass(frozen=True)
 class ClassificationFamily(TaskFamily):
     """Softmax classification of a dataset's training split by a network from ``apply``.
@@ -78,9 +92,7 @@ class ClassificationFamily(TaskFamily):
         return {"label_perm": perm.astype(jnp.int32)}
 
     def batch(self, task_params: PyTree, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        raw = self._train_data()
-        indices = jax.random.randint(key, (self.batch_size,), 0, len(raw.labels))
-        return _as_batch(raw, jnp.asarray(raw.pixels)[indices], jnp.asarray(raw.labels)[indices])
+        return train_batch(self._train_data(), key, self.batch_size)
 
     def loss(self, task_params: PyTree, params: PyTree, batch: PyTree) -> jax.Array:
         x, y = batch
@@ -88,7 +100,4 @@ class ClassificationFamily(TaskFamily):
         return _nn.softmax_cross_entropy(logits, task_params["label_perm"][y])
 
     def eval_loss(self, task_params: PyTree, params: PyTree) -> jax.Array:
-        raw = self._train_data()
-        indices = eval_indices(len(raw.labels), self.eval_size)
-        batch = _as_batch(raw, raw.pixels[indices], raw.labels[indices])
-        return self.loss(task_params, params, batch)
+        return self.loss(task_params, params, eval_batch(self._train_data(), self.eval_size))

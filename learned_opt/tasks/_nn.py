@@ -1,4 +1,4 @@
-"""Plain-pytree neural-network pieces shared by the MLP, ConvNet and Sinusoid families.
+"""Plain-pytree neural-network pieces shared by the network task families.
 
 A layer is a dict ``{"w": weights, "b": bias}``; a network is a list of layers. Weights are drawn
 ``N(0, scale²)`` (biases too, as in the L2L code) when ``scale`` is a number, or LeCun-normal
@@ -21,6 +21,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
     "elu": jax.nn.elu,
+    "gelu": jax.nn.gelu,
 }
 
 

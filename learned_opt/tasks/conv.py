@@ -36,7 +36,7 @@ class ConvNet(ClassificationFamily):
     Args:
         dataset: ``"digits"`` (bundled, the default), ``"mnist"`` or ``"fashion_mnist"``.
         channels: output channels of each convolution.
-        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"elu"``.
+        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"elu"`` or ``"gelu"``.
         init_scale: standard deviation of the initial weights and biases; ``None`` (default)
             for LeCun-normal weights and zero biases.
         batch_size: examples per minibatch, drawn with replacement from the training split.

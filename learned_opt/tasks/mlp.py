@@ -30,7 +30,7 @@ class MLP(ClassificationFamily):
         dataset: ``"digits"`` (bundled, the default), ``"mnist"`` or ``"fashion_mnist"``; see
             ``learned_opt.tasks.load_dataset``.
         hidden_sizes: units of each hidden layer (none: a linear classifier).
-        activation: ``"sigmoid"``, ``"relu"``, ``"tanh"`` or ``"elu"``.
+        activation: ``"sigmoid"``, ``"relu"``, ``"tanh"``, ``"elu"`` or ``"gelu"``.
         init_scale: standard deviation of the initial weights and biases; ``None`` for
             LeCun-normal weights and zero biases.
         batch_size: examples per minibatch, drawn with replacement from the training split.

@@ -105,10 +105,16 @@ class RandomScaling(TaskFamily):
         keys = jax.random.split(k_scale, len(leaves))
         s = self.max_log_scale
         scales = [
-            jnp.exp(jax.random.uniform(k, leaf.shape, jnp.float32, -s, s)).astype(leaf.dtype)
+            jnp.exp(jax.random.uniform(k, self._scale_shape(leaf), jnp.float32, -s, s)).astype(
+                leaf.dtype
+            )
             for k, leaf in zip(keys, leaves, strict=True)
         ]
         return {"task": task, "scales": jax.tree.unflatten(treedef, scales)}
+
+    def _scale_shape(self, leaf: jax.ShapeDtypeStruct) -> tuple[int, ...]:
+        """Shape of the scales of one parameter leaf: one scale per coordinate."""
+        return leaf.shape
 
     def _unscaled(self, task_params: PyTree, params: PyTree) -> PyTree:
         return jax.tree.map(jnp.multiply, task_params["scales"], params)
