@@ -7,7 +7,7 @@ float32 range.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +122,7 @@ class LossStats(NamedTuple):
     mean: jax.Array
     std: jax.Array
     first: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name; shadows tuple.count
 
 
 def init_loss_stats() -> LossStats:
@@ -202,8 +202,8 @@ class Moments(NamedTuple):
         nu: squared-gradient EMA, ``g.shape``.
     """
 
-    mu: jax.Array
-    nu: jax.Array
+    mu: Any
+    nu: Any
 
 
 def normalized_features(

@@ -41,7 +41,7 @@ class LearnedRuleState(NamedTuple):
 
     momenta: Any
     nu: Any
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name; shadows tuple.count
     spec: Any
 
 
@@ -86,7 +86,7 @@ class LearnedRule(LearnedOptimizer):
     state_dtype: StateDtype = "float32"
 
     def __post_init__(self):
-        decay = {"minimum": 0.0, "maximum": 1.0, "inclusive_maximum": False}
+        decay: dict[str, Any] = {"minimum": 0.0, "maximum": 1.0, "inclusive_maximum": False}
         checked = {
             "decays": _checks.reals("decays", self.decays, **decay),
             "rms_decay": _checks.real("rms_decay", self.rms_decay, **decay),

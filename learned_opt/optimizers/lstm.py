@@ -58,7 +58,7 @@ class LSTMOptimizerState(NamedTuple):
     momentum: cell.LSTMCarry | None
     moments: features.Moments | None
     loss_stats: features.LossStats
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name; shadows tuple.count
     spec: Any
 
 
@@ -153,8 +153,8 @@ class LSTMOptimizer(LearnedOptimizer):
     state_dtype: StateDtype = "float32"
 
     def __post_init__(self):
-        positive = {"minimum": 0.0, "inclusive": False}
-        decay = {"minimum": 0.0, "maximum": 1.0, "inclusive_maximum": False}
+        positive: dict[str, Any] = {"minimum": 0.0, "inclusive": False}
+        decay: dict[str, Any] = {"minimum": 0.0, "maximum": 1.0, "inclusive_maximum": False}
         checked = {
             "hidden_size": _checks.integer("hidden_size", self.hidden_size, minimum=1),
             "num_layers": _checks.integer("num_layers", self.num_layers, minimum=1),

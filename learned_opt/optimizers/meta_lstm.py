@@ -55,7 +55,7 @@ class MetaLSTMState(NamedTuple):
     forget: Any
     input: Any
     loss_stats: features.LossStats
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name; shadows tuple.count
     spec: Any
 
 
