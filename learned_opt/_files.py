@@ -18,7 +18,7 @@ def fsync_directory(path: str | os.PathLike) -> None:
 
 def fsync_tree(path: str | os.PathLike) -> None:
     """Flushes every file and directory under ``path`` (and ``path``'s own entry) to disk."""
-    for root, _, names in os.walk(path):
+    for root, _, names in os.walk(os.fspath(path)):
         for name in names:
             fd = os.open(Path(root) / name, os.O_RDONLY)
             try:

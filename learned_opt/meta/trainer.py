@@ -117,15 +117,16 @@ class MetaTrainer:
             )
         self.mesh = mesh
         self.mixture = family if isinstance(family, Mixture) else None
-        if self.mixture is None:
+        self._components: tuple[tuple[TaskFamily, int], ...]
+        if isinstance(family, Mixture):
+            _checks.check(
+                num_tasks in (None, family.num_tasks),
+                f"num_tasks: a mixture sets its own ({family.num_tasks}); got {num_tasks}",
+            )
+            self._components = family.components
+        else:
             num_tasks = 8 if num_tasks is None else _checks.integer("num_tasks", num_tasks)
             self._components = ((family, num_tasks),)
-        else:
-            _checks.check(
-                num_tasks in (None, self.mixture.num_tasks),
-                f"num_tasks: a mixture sets its own ({self.mixture.num_tasks}); got {num_tasks}",
-            )
-            self._components = self.mixture.components
         devices = self.mesh.shape[TASK_AXIS]
         for _, count in self._components:
             _checks.check(
