@@ -208,7 +208,8 @@ def test_random_horizons_stay_in_range_and_differ_across_runs_and_resets():
     bad_horizons = {
         (10, 401): "multiple of unroll_length",
         (20, 10): "low <= high",
-        (0, 10): "horizon: expected an integer >= 5",
+        (0, 10): "horizon: expected an integer >= 1, got 0",
+        (2, 10): r"horizon: expected at least unroll_length \(5\), got \(2, 10\)",
         (10,): "pair",
     }
     for bad, match in bad_horizons.items():

@@ -153,11 +153,15 @@ class TruncatedEstimator(abc.ABC):
                 raise _checks.ArgumentTypeError(
                     f"horizon: expected an integer or a (low, high) pair, got {self.horizon!r}"
                 )
-            bounds = tuple(_checks.integer("horizon", h, minimum=unroll) for h in self.horizon)
+            bounds = tuple(_checks.integer("horizon", h, minimum=1) for h in self.horizon)
             _checks.check(bounds[0] <= bounds[1], f"horizon: need low <= high, got {bounds}")
             object.__setattr__(self, "horizon", bounds)
         else:
-            bounds = (_checks.integer("horizon", self.horizon, minimum=unroll),)
+            bounds = (_checks.integer("horizon", self.horizon, minimum=1),)
+        _checks.check(
+            bounds[0] >= unroll,
+            f"horizon: expected at least unroll_length ({unroll}), got {self.horizon}",
+        )
         _checks.check(
             all(h % unroll == 0 for h in bounds),
             f"horizon: expected a multiple of unroll_length ({unroll}), got {self.horizon}",

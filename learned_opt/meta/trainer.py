@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,10 @@ class MetaTrainer:
             those that overflow a meta-optimizer's second moments, ``sqrt(3e38)``); ``None``
             masks only non-finite tasks.
         mesh: a one-axis ``jax.sharding.Mesh`` named ``"tasks"``; defaults to all devices.
+        run_config: anything else that defines the run, as plain JSON values (the command
+            line stores the seed, the meta-optimizer's settings and the validation protocol
+            here); part of :meth:`config`, so a checkpoint of a run with other values is
+            refused on restore.
 
     Example:
         >>> import jax, optax
@@ -95,6 +99,7 @@ class MetaTrainer:
         clip_norm: float | None = 1.0,
         max_task_grad_norm: float | None = 1e6,
         mesh: jax.sharding.Mesh | None = None,
+        run_config: Mapping[str, Any] | None = None,
     ):
         self.optimizer = optimizer
         self.family = family
@@ -111,6 +116,7 @@ class MetaTrainer:
                 "max_task_grad_norm", max_task_grad_norm, minimum=0.0, inclusive=False
             )
         self.max_task_grad_norm = max_task_grad_norm
+        self.run_config = dict(run_config or {})
         if mesh is None:
             mesh = jax.make_mesh(
                 (jax.device_count(),), (TASK_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
@@ -147,6 +153,7 @@ class MetaTrainer:
             "num_tasks": self.num_tasks,
             "clip_norm": self.clip_norm,
             "max_task_grad_norm": self.max_task_grad_norm,
+            "run": self.run_config,
         }
 
     def shard(self, state: MetaTrainState) -> MetaTrainState:
@@ -326,7 +333,7 @@ class MetaTrainer:
         num_steps: int,
         *,
         checkpoint_dir: str | Path | None = None,
-        checkpoint_every: int = 100,
+        checkpoint_every: int = 50,
         log_path: str | Path | None = None,
         progress: bool = True,
         callback: Callable[[int, dict[str, float], MetaTrainState], dict | None] | None = None,
