@@ -9,6 +9,7 @@ import numpy as np
 
 import learned_opt as lo
 from learned_opt import cli
+from learned_opt.cli import arguments, builders
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [
@@ -91,9 +92,10 @@ def test_defaults_equal_the_library_or_say_why_they_differ():
     assert args.pes_std == pes.std and args.second_order == estimator.second_order
     assert args.checkpoint_every == run["checkpoint_every"].default
     # Architecture options default to the optimizer's own.
-    assert all(getattr(args, name) is None for name in cli._ARCHITECTURE_FLAGS)
+    assert all(getattr(args, name) is None for name in builders.ARCHITECTURE_FLAGS)
     # Each difference says why in --help.
-    help_text = " ".join(cli._subparser(cli.build_parser(), "meta-train").format_help().split())
+    meta_train = arguments.subparser(cli.build_parser(), "meta-train")
+    help_text = " ".join(meta_train.format_help().split())
     assert args.meta_loss == "log_mean" != estimator.meta_loss
     assert "default log_mean (the library's default is L2L's sum)" in help_text
     assert args.meta_lr == 3e-3

@@ -22,7 +22,7 @@ from learned_opt.meta import checkpoint as checkpoint_lib
 from learned_opt.meta import unroll as unroll_lib
 from learned_opt.meta.estimators import GradientEstimator, TruncatedBackprop
 from learned_opt.meta.state import MetaTrainState
-from learned_opt.optimizers.base import LearnedOptimizer
+from learned_opt.optimizers.base import LearnedOptimizer, architecture_name
 from learned_opt.tasks.mixture import Mixture
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class MetaTrainer:
         self.family = family
         self.estimator = estimator if estimator is not None else TruncatedBackprop()
         if clip_norm is not None:
-            clip_norm = _checks.real("clip_norm", clip_norm, minimum=0.0, inclusive=False)
+            clip_norm = _checks.real("clip_norm", clip_norm, low=0.0, low_open=True)
         meta_optimizer = meta_optimizer if meta_optimizer is not None else optax.adam(1e-3)
         if clip_norm is not None:
             meta_optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), meta_optimizer)
@@ -113,7 +113,7 @@ class MetaTrainer:
         self.clip_norm = clip_norm
         if max_task_grad_norm is not None:
             max_task_grad_norm = _checks.real(
-                "max_task_grad_norm", max_task_grad_norm, minimum=0.0, inclusive=False
+                "max_task_grad_norm", max_task_grad_norm, low=0.0, low_open=True
             )
         self.max_task_grad_norm = max_task_grad_norm
         self.run_config = dict(run_config or {})
@@ -146,8 +146,9 @@ class MetaTrainer:
 
     def config(self) -> dict[str, Any]:
         """What defines this run (checked when resuming from a checkpoint)."""
+        optimizer = {"name": architecture_name(type(self.optimizer)), **self.optimizer.config()}
         return {
-            "optimizer": {"name": type(self.optimizer).__name__, **self.optimizer.config()},
+            "optimizer": optimizer,
             "family": self.family.config(),
             "estimator": self.estimator.config(),
             "num_tasks": self.num_tasks,

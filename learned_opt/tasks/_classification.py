@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learned_opt._checks import ArgumentTypeError
 from learned_opt.tasks import _nn, datasets
 from learned_opt.tasks.base import PyTree, TaskFamily, boolean, integer
 
@@ -55,7 +54,7 @@ class ClassificationFamily(TaskFamily):
         boolean("permute_labels", self.permute_labels)
         if self.data_dir is not None:
             if not isinstance(self.data_dir, str | os.PathLike):
-                raise ArgumentTypeError(f"data_dir: expected a folder path, got {self.data_dir!r}")
+                raise TypeError(f"data_dir: expected a folder path, got {self.data_dir!r}")
             object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
 
     @property

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from learned_opt._checks import ArgumentTypeError
 from learned_opt.tasks.base import PyTree, TaskFamily, real
 
 
@@ -41,7 +40,7 @@ class ScaledLoss(TaskFamily):
 
     def __post_init__(self) -> None:
         _check_family(self.family)
-        real("scale", self.scale, minimum=0.0, inclusive=False)
+        real("scale", self.scale, low=0.0, low_open=True)
 
     def sample(self, key: jax.Array) -> PyTree:
         return self.family.sample(key)
@@ -98,7 +97,7 @@ class RandomScaling(TaskFamily):
 
     def __post_init__(self) -> None:
         _check_family(self.family)
-        real("max_log_scale", self.max_log_scale, minimum=0.0)
+        real("max_log_scale", self.max_log_scale, low=0.0)
 
     def sample(self, key: jax.Array) -> PyTree:
         k_task, k_scale = jax.random.split(key)
@@ -139,4 +138,4 @@ class RandomScaling(TaskFamily):
 
 def _check_family(family: object) -> None:
     if not isinstance(family, TaskFamily):
-        raise ArgumentTypeError(f"family: expected a TaskFamily, got {type(family).__name__}")
+        raise TypeError(f"family: expected a TaskFamily, got {type(family).__name__}")
