@@ -38,7 +38,12 @@ import numpy as np
 from flax import serialization
 
 from learned_opt._files import atomic_write_bytes as atomic_write_bytes
-from learned_opt.optimizers.base import LearnedOptimizer, MetaParams, architecture
+from learned_opt.optimizers.base import (
+    LearnedOptimizer,
+    MetaParams,
+    architecture,
+    architecture_name,
+)
 
 FORMAT = "learned_opt"
 FORMAT_VERSION = 2
@@ -46,27 +51,6 @@ FORMAT_VERSION = 2
 #: corrupt, trailing data, invalid UTF-8, non-string map keys...).
 _DECODE_ERRORS = (msgpack.UnpackException, ValueError)
 _ENTRIES = {"format", "format_version", "sha256", "payload"}
-
-
-def architecture_name(optimizer: LearnedOptimizer) -> str:
-    """The name a file stores for ``optimizer``'s class: its qualified name in the registry.
-
-    Example:
-        >>> import learned_opt as lo
-        >>> from learned_opt.io import architecture_name
-        >>> architecture_name(lo.LearnedRule())
-        'learned_opt.optimizers.learned_rule.LearnedRule'
-    """
-    cls = type(optimizer)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _lookup(name: str) -> type[LearnedOptimizer]:
-    try:
-        return architecture(name)
-    except ValueError:
-        # Registries keyed by bare class name know a qualified name by its last part.
-        return architecture(name.rsplit(".", 1)[-1])
 
 
 def _check_weights(restored: Any, template: Any, fail: Callable[[str], ValueError]) -> None:
@@ -101,7 +85,7 @@ def to_bytes(optimizer: LearnedOptimizer, meta_params: MetaParams) -> bytes:
     _check_weights(meta_params, template, lambda what: ValueError(f"meta_params: {what}"))
     payload = serialization.msgpack_serialize(
         {
-            "architecture": architecture_name(optimizer),
+            "architecture": architecture_name(type(optimizer)),
             "config": json.loads(json.dumps(optimizer.config())),  # tuples -> lists
             "meta_params": serialization.to_state_dict(jax.tree.map(np.asarray, meta_params)),
         }
@@ -185,7 +169,7 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> tuple[LearnedOptimizer, 
     if not isinstance(body.get("config"), dict) or not isinstance(body.get("meta_params"), dict):
         raise fail("malformed file: 'config' and 'meta_params' must be maps")
     try:
-        cls = _lookup(str(body["architecture"]))
+        cls = architecture(str(body["architecture"]))
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in body["config"].items()}
         optimizer = cls(**config)
     except (KeyError, TypeError, ValueError) as e:

@@ -61,30 +61,36 @@ class CheckpointWarning(UserWarning):
     """A damaged or incomplete checkpoint was skipped for an older intact one."""
 
 
-def config_differences(stored: Any, current: Any, path: str = "") -> list[str]:
-    """Every difference between two plain configurations, as ``"key.sub: A vs B"`` lines.
+def config_differences(
+    stored: Any, current: Any, names: tuple[str, str] = ("the checkpoint", "this run")
+) -> list[str]:
+    """Every difference between two plain configurations, one ``"key.sub: ..."`` line each.
+
+    ``names`` says what ``stored`` and ``current`` are, for the messages.
 
     Example:
         >>> from learned_opt.meta.checkpoint import config_differences
         >>> config_differences({"seed": 0, "opt": {"lr": 1e-3}}, {"seed": 1, "opt": {"lr": 1e-3}})
         ['seed: the checkpoint has 0, this run 1']
     """
-    if isinstance(stored, dict) and isinstance(current, dict):
-        out = []
-        for key in sorted(set(stored) | set(current)):
-            where = f"{path}.{key}" if path else str(key)
-            if key not in stored:
-                out.append(
-                    f"{where}: the checkpoint has no such setting, this run {current[key]!r}"
-                )
-            elif key not in current:
-                out.append(f"{where}: the checkpoint has {stored[key]!r}, this run has none")
-            else:
-                out.extend(config_differences(stored[key], current[key], where))
-        return out
-    if stored != current:
-        return [f"{path or 'config'}: the checkpoint has {stored!r}, this run {current!r}"]
-    return []
+
+    def walk(a: Any, b: Any, path: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = []
+            for key in sorted(set(a) | set(b)):
+                where = f"{path}.{key}" if path else str(key)
+                if key not in a:
+                    out.append(f"{where}: {names[0]} has none, {names[1]} {b[key]!r}")
+                elif key not in b:
+                    out.append(f"{where}: {names[0]} has {a[key]!r}, {names[1]} none")
+                else:
+                    out.extend(walk(a[key], b[key], where))
+            return out
+        if a != b:
+            return [f"{path or 'config'}: {names[0]} has {a!r}, {names[1]} {b!r}"]
+        return []
+
+    return walk(stored, current, "")
 
 
 def _plain(value: Any) -> Any:

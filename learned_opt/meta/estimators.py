@@ -150,14 +150,18 @@ class TruncatedEstimator(abc.ABC):
         unroll = _checks.integer("unroll_length", self.unroll_length, minimum=1)
         if isinstance(self.horizon, list | tuple):
             if len(self.horizon) != 2:
-                raise _checks.ArgumentTypeError(
+                raise TypeError(
                     f"horizon: expected an integer or a (low, high) pair, got {self.horizon!r}"
                 )
-            bounds = tuple(_checks.integer("horizon", h, minimum=unroll) for h in self.horizon)
+            bounds = tuple(_checks.integer("horizon", h, minimum=1) for h in self.horizon)
             _checks.check(bounds[0] <= bounds[1], f"horizon: need low <= high, got {bounds}")
             object.__setattr__(self, "horizon", bounds)
         else:
-            bounds = (_checks.integer("horizon", self.horizon, minimum=unroll),)
+            bounds = (_checks.integer("horizon", self.horizon, minimum=1),)
+        _checks.check(
+            bounds[0] >= unroll,
+            f"horizon: expected at least unroll_length ({unroll}), got {self.horizon}",
+        )
         _checks.check(
             all(h % unroll == 0 for h in bounds),
             f"horizon: expected a multiple of unroll_length ({unroll}), got {self.horizon}",
@@ -332,7 +336,7 @@ class PES(TruncatedEstimator):
 
     def __post_init__(self):
         super().__post_init__()
-        _checks.real("std", self.std, minimum=0.0, inclusive=False)
+        _checks.real("std", self.std, low=0.0, low_open=True)
 
     def init(self, optimizer, family, meta_params, key, num_tasks):
         runs = self.init_runs(optimizer, family, meta_params, key, num_tasks)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from learned_opt.meta import checkpoint as checkpoint_lib
 from learned_opt.meta import unroll as unroll_lib
 from learned_opt.meta.estimators import GradientEstimator, TruncatedBackprop
 from learned_opt.meta.state import MetaTrainState
-from learned_opt.optimizers.base import LearnedOptimizer
+from learned_opt.optimizers.base import LearnedOptimizer, architecture_name
 from learned_opt.tasks.mixture import Mixture
 
 if TYPE_CHECKING:
@@ -65,6 +65,10 @@ class MetaTrainer:
             those that overflow a meta-optimizer's second moments, ``sqrt(3e38)``); ``None``
             masks only non-finite tasks.
         mesh: a one-axis ``jax.sharding.Mesh`` named ``"tasks"``; defaults to all devices.
+        run_config: anything else that defines the run, as plain JSON values (the command
+            line stores the seed, the meta-optimizer's settings and the validation protocol
+            here); part of :meth:`config`, so a checkpoint of a run with other values is
+            refused on restore.
 
     Example:
         >>> import jax, optax
@@ -95,12 +99,13 @@ class MetaTrainer:
         clip_norm: float | None = 1.0,
         max_task_grad_norm: float | None = 1e6,
         mesh: jax.sharding.Mesh | None = None,
+        run_config: Mapping[str, Any] | None = None,
     ):
         self.optimizer = optimizer
         self.family = family
         self.estimator = estimator if estimator is not None else TruncatedBackprop()
         if clip_norm is not None:
-            clip_norm = _checks.real("clip_norm", clip_norm, minimum=0.0, inclusive=False)
+            clip_norm = _checks.real("clip_norm", clip_norm, low=0.0, low_open=True)
         meta_optimizer = meta_optimizer if meta_optimizer is not None else optax.adam(1e-3)
         if clip_norm is not None:
             meta_optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), meta_optimizer)
@@ -108,9 +113,10 @@ class MetaTrainer:
         self.clip_norm = clip_norm
         if max_task_grad_norm is not None:
             max_task_grad_norm = _checks.real(
-                "max_task_grad_norm", max_task_grad_norm, minimum=0.0, inclusive=False
+                "max_task_grad_norm", max_task_grad_norm, low=0.0, low_open=True
             )
         self.max_task_grad_norm = max_task_grad_norm
+        self.run_config = dict(run_config or {})
         if mesh is None:
             mesh = jax.make_mesh(
                 (jax.device_count(),), (TASK_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
@@ -125,7 +131,7 @@ class MetaTrainer:
             )
             self._components = family.components
         else:
-            num_tasks = 8 if num_tasks is None else _checks.integer("num_tasks", num_tasks)
+            num_tasks = 8 if num_tasks is None else _checks.integer("num_tasks", num_tasks, minimum=1)
             self._components = ((family, num_tasks),)
         devices = self.mesh.shape[TASK_AXIS]
         for _, count in self._components:
@@ -141,13 +147,15 @@ class MetaTrainer:
 
     def config(self) -> dict[str, Any]:
         """What defines this run (checked when resuming from a checkpoint)."""
+        optimizer = {"name": architecture_name(type(self.optimizer)), **self.optimizer.config()}
         return {
-            "optimizer": {"name": type(self.optimizer).__name__, **self.optimizer.config()},
+            "optimizer": optimizer,
             "family": self.family.config(),
             "estimator": self.estimator.config(),
             "num_tasks": self.num_tasks,
             "clip_norm": self.clip_norm,
             "max_task_grad_norm": self.max_task_grad_norm,
+            "run": self.run_config,
         }
 
     def shard(self, state: MetaTrainState) -> MetaTrainState:
@@ -327,7 +335,7 @@ class MetaTrainer:
         num_steps: int,
         *,
         checkpoint_dir: str | Path | None = None,
-        checkpoint_every: int = 100,
+        checkpoint_every: int = 50,
         log_path: str | Path | None = None,
         progress: bool = True,
         callback: Callable[[int, dict[str, float], MetaTrainState], dict | None] | None = None,

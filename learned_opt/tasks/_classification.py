@@ -5,13 +5,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from learned_opt.tasks import _nn, datasets
-from learned_opt.tasks.base import PyTree, TaskFamily, check
+from learned_opt.tasks.base import PyTree, TaskFamily, boolean, integer
 
 
 @functools.lru_cache(maxsize=32)
@@ -62,10 +63,13 @@ class ClassificationFamily(TaskFamily):
 
     def __post_init__(self) -> None:
         datasets.dataset_info(self.dataset)
-        check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
-        check(self.eval_size >= 1, f"eval_size: must be >= 1, got {self.eval_size}")
+        integer("batch_size", self.batch_size, minimum=1)
+        integer("eval_size", self.eval_size, minimum=1)
+        boolean("permute_labels", self.permute_labels)
         if self.data_dir is not None:
-            object.__setattr__(self, "data_dir", str(self.data_dir))
+            if not isinstance(self.data_dir, str | os.PathLike):
+                raise TypeError(f"data_dir: expected a folder path, got {self.data_dir!r}")
+            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
 
     @property
     def image_shape(self) -> tuple[int, int]:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from learned_opt._checks import choice
+
 Layer = dict[str, jax.Array]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -27,10 +29,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     """Returns the activation function called ``name`` (one of ``ACTIVATIONS``)."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"activation: unknown {name!r}; known: {sorted(ACTIVATIONS)}") from None
+    return ACTIVATIONS[choice("activation", name, sorted(ACTIVATIONS))]
 
 
 def normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:

@@ -11,7 +11,7 @@ import jax
 
 from learned_opt.tasks import _nn
 from learned_opt.tasks._classification import ClassificationFamily
-from learned_opt.tasks.base import PyTree, positive_ints
+from learned_opt.tasks.base import PyTree, positive_ints, real
 
 _KERNEL = 3
 _STRIDE = 2
@@ -71,6 +71,8 @@ class ConvNet(ClassificationFamily):
         super().__post_init__()
         object.__setattr__(self, "channels", positive_ints("channels", self.channels))
         _nn.activation(self.activation)
+        if self.init_scale is not None:
+            real("init_scale", self.init_scale, low=0.0, low_open=True)
 
     def _feature_shape(self) -> tuple[int, int, int]:
         height, width = self.image_shape

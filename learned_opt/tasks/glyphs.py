@@ -31,7 +31,7 @@ import numpy as np
 
 from learned_opt._files import atomic_write_bytes
 from learned_opt.tasks import _nn
-from learned_opt.tasks.base import PyTree, TaskFamily, check, positive_ints
+from learned_opt.tasks.base import PyTree, TaskFamily, check, choice, integer, positive_ints
 
 #: The fonts of Debian's ``unifont`` package.
 UNIFONT_PATHS = ("/usr/share/unifont/unifont.hex", "/usr/share/unifont/unifont_jp.hex")
@@ -293,14 +293,14 @@ class Glyphs(TaskFamily):
         object.__setattr__(
             self, "hidden_sizes", positive_ints("hidden_sizes", self.hidden_sizes, allow_empty=True)
         )
-        check(
-            self.split in ("train", "test"),
-            f"split: expected 'train' or 'test', got {self.split!r}",
-        )
-        check(self.ways >= 2, f"ways: must be >= 2, got {self.ways}")
-        check(
-            1 <= self.shots < self.instances, f"shots: must be in [1, instances), got {self.shots}"
-        )
+        choice("split", self.split, ("train", "test"))
+        integer("ways", self.ways, minimum=2)
+        integer("instances", self.instances, minimum=2)
+        integer("shots", self.shots, minimum=1)
+        check(self.shots < self.instances, f"shots: must be in [1, instances), got {self.shots}")
+        for name in ("num_classes", "num_train_classes", "image_size"):
+            integer(name, getattr(self, name), minimum=1)
+        integer("seed", self.seed, minimum=0)
         available = len(self.classes())
         check(
             self.ways <= available,

@@ -48,19 +48,19 @@ class Mixture:
 
     def __post_init__(self) -> None:
         if not isinstance(self.components, list | tuple) or not self.components:
-            raise _checks.ArgumentTypeError(
+            raise TypeError(
                 f"components: expected a non-empty sequence of (family, num_tasks) pairs, "
                 f"got {self.components!r}"
             )
         components = []
         for i, pair in enumerate(self.components):
             if not (isinstance(pair, list | tuple) and len(pair) == 2):
-                raise _checks.ArgumentTypeError(
+                raise TypeError(
                     f"components[{i}]: expected a (family, num_tasks) pair, got {pair!r}"
                 )
             family, count = pair
             if not isinstance(family, TaskFamily):
-                raise _checks.ArgumentTypeError(
+                raise TypeError(
                     f"components[{i}]: expected a TaskFamily, got {type(family).__name__}"
                 )
             components.append(

@@ -10,7 +10,7 @@ import jax
 
 from learned_opt.tasks import _nn
 from learned_opt.tasks._classification import ClassificationFamily
-from learned_opt.tasks.base import PyTree, positive_ints
+from learned_opt.tasks.base import PyTree, positive_ints, real
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,8 @@ class MLP(ClassificationFamily):
             self, "hidden_sizes", positive_ints("hidden_sizes", self.hidden_sizes, allow_empty=True)
         )
         _nn.activation(self.activation)
+        if self.init_scale is not None:
+            real("init_scale", self.init_scale, low=0.0, low_open=True)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from learned_opt.tasks.base import PyTree, TaskFamily, check
+from learned_opt.tasks.base import PyTree, TaskFamily, real
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,8 @@ class ScaledLoss(TaskFamily):
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        check(self.scale > 0, f"scale: must be > 0, got {self.scale}")
+        _check_family(self.family)
+        real("scale", self.scale, low=0.0, low_open=True)
 
     def sample(self, key: jax.Array) -> PyTree:
         return self.family.sample(key)
@@ -95,7 +96,8 @@ class RandomScaling(TaskFamily):
     max_log_scale: float = 3.0
 
     def __post_init__(self) -> None:
-        check(self.max_log_scale >= 0, f"max_log_scale: must be >= 0, got {self.max_log_scale}")
+        _check_family(self.family)
+        real("max_log_scale", self.max_log_scale, low=0.0)
 
     def sample(self, key: jax.Array) -> PyTree:
         k_task, k_scale = jax.random.split(key)
@@ -138,3 +140,8 @@ class RandomScaling(TaskFamily):
             "family": self.family.config(),
             "max_log_scale": self.max_log_scale,
         }
+
+
+def _check_family(family: object) -> None:
+    if not isinstance(family, TaskFamily):
+        raise TypeError(f"family: expected a TaskFamily, got {type(family).__name__}")
