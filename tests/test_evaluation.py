@@ -249,7 +249,7 @@ def test_compare_rejects_bad_input():
                            references=("nag",))  # fmt: skip
     with pytest.raises(ValueError, match=r"learned: names \['adam'\] clash"):
         evaluation.compare(Bowl(), 5, {"adam": optax.sgd(0.1)}, tune_keys=tune, test_keys=test)
-    with pytest.raises(ValueError, match=r"num_steps: expected a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"num_steps: expected an integer >= 1, got 0"):
         evaluation.compare(Bowl(), 0, {}, tune_keys=tune, test_keys=test)
     with pytest.raises(TypeError, match=r"learned\['x'\]: expected \(optimizer, meta_params\)"):
         evaluation.compare(Bowl(), 5, {"x": [1]}, tune_keys=tune, test_keys=test, baselines=())

@@ -208,7 +208,7 @@ def test_random_horizons_stay_in_range_and_differ_across_runs_and_resets():
     bad_horizons = {
         (10, 401): "multiple of unroll_length",
         (20, 10): "low <= high",
-        (0, 10): "horizon: expected a positive int, got 0",
+        (0, 10): "horizon: expected an integer >= 1, got 0",
         (2, 10): r"horizon: expected at least unroll_length \(5\), got \(2, 10\)",
         (10,): "pair",
     }
@@ -255,9 +255,9 @@ def test_num_tasks_must_divide_over_devices():
         lo.TruncatedBackprop(unroll_length=7, horizon=20)
     with pytest.raises(ValueError, match="meta_loss"):
         lo.PES(meta_loss="max")
-    with pytest.raises(TypeError, match="second_order: expected a bool, got 'no'"):
+    with pytest.raises(TypeError, match="second_order: expected True or False, got 'no'"):
         lo.TruncatedBackprop(second_order="no")
-    with pytest.raises(TypeError, match=r"unroll_length: expected a positive int, got 5\.0"):
+    with pytest.raises(TypeError, match=r"unroll_length: expected an integer >= 1, got 5\.0"):
         lo.TruncatedBackprop(unroll_length=5.0, horizon=10)
     with pytest.raises(ValueError, match=r"std: expected a finite number in \(0, inf\), got 0$"):
         lo.PES(std=0)

@@ -30,15 +30,15 @@ class _Parser(argparse.ArgumentParser):
 def _number(kind: type, minimum: float | None = None, exclusive: bool = False) -> Callable:
     """An argparse type: an int (``>= minimum``) or a finite float (above or at ``minimum``).
 
-    The messages read like the library's: ``expected a positive int``, ``expected a finite
-    number in (0, inf)``.
+    The messages read like the library's: ``expected an integer >= 1``, ``expected a finite
+    number > 0.0``.
     """
     if kind is int:
-        expected = "expected a positive int" if minimum == 1 else f"expected an int >= {minimum}"
+        expected = "expected an integer" + ("" if minimum is None else f" >= {minimum}")
     elif minimum is None:
         expected = "expected a finite number"
     else:
-        expected = f"expected a finite number in {'(' if exclusive else '['}{minimum:g}, inf)"
+        expected = f"expected a finite number {'>' if exclusive else '>='} {float(minimum)}"
 
     def parse(text: str):
         try:
@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    return parser._subparsers._group_actions[0].choices[command]
+    """The parser of ``command`` (a subcommand of ``parser``)."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices[command]
 
 
 def _config_value(action: argparse.Action, value: Any) -> Any:
@@ -270,7 +272,8 @@ def _config_value(action: argparse.Action, value: Any) -> Any:
         value = ":".join(str(v) for v in value)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise argparse.ArgumentTypeError(f"expected a single value, got {value!r}")
-    value = action.type(str(value)) if action.type is not None else str(value)
+    parse: Callable[[str], Any] = action.type if callable(action.type) else str
+    value = parse(str(value))
     if action.choices is not None and value not in action.choices:
         choices = ", ".join(map(repr, action.choices))
         raise argparse.ArgumentTypeError(f"expected one of {choices}, got {value!r}")

@@ -62,6 +62,7 @@ def _make_trainer(args: argparse.Namespace, optimizer, family):
     chunk = args.task_chunk
     if chunk is None and jax.default_backend() == "cpu":
         chunk = 1
+    estimator: lo.GradientEstimator
     with blame():
         if args.estimator == "pes":
             estimator = lo.PES(

@@ -336,7 +336,7 @@ class PES(TruncatedEstimator):
 
     def __post_init__(self):
         super().__post_init__()
-        _checks.real("std", self.std, low=0.0, low_open=True)
+        _checks.real("std", self.std, minimum=0.0, inclusive=False)
 
     def init(self, optimizer, family, meta_params, key, num_tasks):
         runs = self.init_runs(optimizer, family, meta_params, key, num_tasks)

@@ -105,7 +105,7 @@ class MetaTrainer:
         self.family = family
         self.estimator = estimator if estimator is not None else TruncatedBackprop()
         if clip_norm is not None:
-            clip_norm = _checks.real("clip_norm", clip_norm, low=0.0, low_open=True)
+            clip_norm = _checks.real("clip_norm", clip_norm, minimum=0.0, inclusive=False)
         meta_optimizer = meta_optimizer if meta_optimizer is not None else optax.adam(1e-3)
         if clip_norm is not None:
             meta_optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), meta_optimizer)
@@ -113,7 +113,7 @@ class MetaTrainer:
         self.clip_norm = clip_norm
         if max_task_grad_norm is not None:
             max_task_grad_norm = _checks.real(
-                "max_task_grad_norm", max_task_grad_norm, low=0.0, low_open=True
+                "max_task_grad_norm", max_task_grad_norm, minimum=0.0, inclusive=False
             )
         self.max_task_grad_norm = max_task_grad_norm
         self.run_config = dict(run_config or {})
@@ -131,7 +131,9 @@ class MetaTrainer:
             )
             self._components = family.components
         else:
-            num_tasks = 8 if num_tasks is None else _checks.integer("num_tasks", num_tasks, minimum=1)
+            num_tasks = (
+                8 if num_tasks is None else _checks.integer("num_tasks", num_tasks, minimum=1)
+            )
             self._components = ((family, num_tasks),)
         devices = self.mesh.shape[TASK_AXIS]
         for _, count in self._components:

@@ -72,7 +72,7 @@ class ConvNet(ClassificationFamily):
         object.__setattr__(self, "channels", positive_ints("channels", self.channels))
         _nn.activation(self.activation)
         if self.init_scale is not None:
-            real("init_scale", self.init_scale, low=0.0, low_open=True)
+            real("init_scale", self.init_scale, minimum=0.0, inclusive=False)
 
     def _feature_shape(self) -> tuple[int, int, int]:
         height, width = self.image_shape

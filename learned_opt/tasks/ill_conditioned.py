@@ -62,9 +62,9 @@ class ScaledQuadratic(TaskFamily):
 
     def __post_init__(self) -> None:
         integer("dim", self.dim, minimum=1)
-        real("log10_condition", self.log10_condition, low=0.0)
+        real("log10_condition", self.log10_condition, minimum=0.0)
         boolean("rotate", self.rotate)
-        real("init_scale", self.init_scale, low=0.0)
+        real("init_scale", self.init_scale, minimum=0.0)
 
     def sample(self, key: jax.Array) -> PyTree:
         spread_key, center_key, rotation_key = jax.random.split(key, 3)

@@ -69,7 +69,7 @@ class MLP(ClassificationFamily):
         )
         _nn.activation(self.activation)
         if self.init_scale is not None:
-            real("init_scale", self.init_scale, low=0.0, low_open=True)
+            real("init_scale", self.init_scale, minimum=0.0, inclusive=False)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -50,7 +50,7 @@ class Quadratic(TaskFamily):
 
     def __post_init__(self) -> None:
         integer("dim", self.dim, minimum=1)
-        real("init_scale", self.init_scale, low=0.0)
+        real("init_scale", self.init_scale, minimum=0.0)
 
     def sample(self, key: jax.Array) -> PyTree:
         draws = _nn.normal(key, (self.dim + 1, self.dim))

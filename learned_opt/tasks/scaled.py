@@ -40,7 +40,7 @@ class ScaledLoss(TaskFamily):
 
     def __post_init__(self) -> None:
         _check_family(self.family)
-        real("scale", self.scale, low=0.0, low_open=True)
+        real("scale", self.scale, minimum=0.0, inclusive=False)
 
     def sample(self, key: jax.Array) -> PyTree:
         return self.family.sample(key)
@@ -97,7 +97,7 @@ class RandomScaling(TaskFamily):
 
     def __post_init__(self) -> None:
         _check_family(self.family)
-        real("max_log_scale", self.max_log_scale, low=0.0)
+        real("max_log_scale", self.max_log_scale, minimum=0.0)
 
     def sample(self, key: jax.Array) -> PyTree:
         k_task, k_scale = jax.random.split(key)

@@ -81,7 +81,7 @@ class Sinusoid(TaskFamily):
         integer("eval_size", self.eval_size, minimum=1)
         _nn.activation(self.activation)
         if self.init_scale is not None:
-            real("init_scale", self.init_scale, low=0.0, low_open=True)
+            real("init_scale", self.init_scale, minimum=0.0, inclusive=False)
 
     def sample(self, key: jax.Array) -> PyTree:
         u = jax.random.uniform(key, (2,), jnp.float32)

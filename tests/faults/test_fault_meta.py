@@ -157,12 +157,12 @@ def test_a_nonfinite_meta_update_is_not_applied(meta_optimizer):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"num_tasks": 0}, ValueError, "num_tasks: expected a positive int, got 0"),
-        ({"num_tasks": 2.0}, TypeError, "num_tasks: expected a positive int, got 2.0"),
+        ({"num_tasks": 0}, ValueError, "num_tasks: expected an integer >= 1, got 0"),
+        ({"num_tasks": 2.0}, TypeError, "num_tasks: expected an integer >= 1, got 2.0"),
         (
             {"clip_norm": -1.0},
             ValueError,
-            r"clip_norm: expected a finite number in \(0, inf\), got -1.0",
+            r"clip_norm: expected a finite number > 0.0, got -1.0",
         ),
         ({"max_task_grad_norm": "big"}, TypeError, "max_task_grad_norm: expected a finite"),
     ],
