@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from learned_opt.tasks._args import real
+from learned_opt._checks import real
 from learned_opt.tasks.base import PyTree, TaskFamily
 from learned_opt.tasks.scaled import RandomScaling
 

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import jax
 
+from learned_opt._checks import integer, real
 from learned_opt.tasks import _classification, _nn, datasets
-from learned_opt.tasks._args import integer, real
 from learned_opt.tasks.base import PyTree, TaskFamily, positive_ints
 
 

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from learned_opt._checks import integer, real
 from learned_opt.tasks import _nn
-from learned_opt.tasks._args import integer, real
 from learned_opt.tasks.base import PyTree, TaskFamily, check
 
 #: The fixed character vocabulary: newline and printable ASCII; every other character is

@@ -8,8 +8,8 @@ from typing import ClassVar, Literal
 import jax
 import jax.numpy as jnp
 
+from learned_opt._checks import choice, integer, real
 from learned_opt.tasks import _nn
-from learned_opt.tasks._args import choice, integer, real
 from learned_opt.tasks.base import PyTree, TaskFamily
 
 KINDS = ("least_squares", "logistic")
