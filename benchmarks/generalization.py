@@ -402,7 +402,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     The document is rewritten after every problem (marked incomplete until the last), so an
     interrupted run continues with ``--resume``.
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     path = args.results_dir / f"{SECTION}.json"
     keep = args.reuse_baselines or args.resume or args.problems
     previous_doc = json.loads(path.read_text()) if keep and path.exists() else None
@@ -430,6 +430,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             "skipped": skipped,
             "complete": complete,
             "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - cpu0,
         }
         if previous_doc is not None:
             doc["previous_command"] = previous_doc["command"]
@@ -649,12 +650,15 @@ def render(doc: dict[str, Any]) -> str:
     if "previous_command" in doc:
         reused = f" (results of `{doc['previous_command']}` reused where unchanged)"
     lines = [
-        "### Generalisation: problems outside the meta-training distribution",
+        "## Generalisation: problems outside the meta-training distribution "
+        "(benchmarks/generalization.py)",
         "",
         f"Command: `{doc['command']}`{reused}",
         "",
-        f"{common.machine_line(doc['machine'])} Compute time {compute / 60:.0f} min over all "
-        f"problems (this command: {doc['seconds'] / 60:.0f} min).",
+        f"{common.machine_line(doc['machine'])} Wall-clock {compute / 60:.0f} min over all "
+        f"problems (this command: {doc['seconds'] / 60:.0f} min, "
+        f"{doc.get('cpu_seconds', 0.0) / 60:.0f} CPU-minutes, load average "
+        f"{doc['machine'].get('load_average', ['?'])[0]} at its start).",
         "",
     ]
     if not doc.get("complete", True):

@@ -158,7 +158,7 @@ def test_summary_and_tables_are_counted_from_the_document():
     text = generalization.render(doc)
     assert "| `a` | 1 | 0.5 | 0.5x [0.45, 0.55] win | 0.25x [0.1, 0.9] win | 0 | 3.00x |" in text
     assert "| `c` | c | 10 | 3 | because | 2.0 |" in text
-    assert "Machine: test CPU, 2 cores. Compute time 6 min over all problems" in text
+    assert "Machine: test CPU, 2 cores. Wall-clock 6 min over all problems" in text
 
 
 @pytest.mark.slow
