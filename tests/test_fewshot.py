@@ -46,10 +46,11 @@ def mse_of(params, batch):
     return jnp.mean((tanh_apply(params, x) - y) ** 2)
 
 
-def sgd_steps(params, batch, lr, num_steps):
-    """Plain-Python SGD on one task: the reference inner loop."""
-    for _ in range(num_steps):
-        grads = jax.grad(mse_of)(params, batch)
+def sgd_steps(params, batch, lr, num_steps, alternate=None):
+    """Plain-Python SGD on one task: the reference inner loop (odd steps on ``alternate``)."""
+    for step in range(num_steps):
+        on = batch if alternate is None or step % 2 == 0 else alternate
+        grads = jax.grad(mse_of)(params, on)
         params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
     return params
 
@@ -130,7 +131,9 @@ def test_reptile_update_is_step_toward_adapted_params(schedule):
     step_size = optax.constant_schedule(epsilon) if schedule else epsilon
     learner = fewshot.reptile(tanh_apply, inner=LR, num_inner_steps=3, meta_step_size=step_size)
     new, loss = learner.update(learner.init(params), episodes)
-    adapted = [sgd_steps(params, task(episodes, i).support, LR, 3) for i in range(2)]
+    # Reptile's inner loop alternates support, query, support.
+    tasks = [task(episodes, i) for i in range(2)]
+    adapted = [sgd_steps(params, support, LR, 3, alternate=query) for support, query in tasks]
     expected = jax.tree.map(
         lambda p, a0, a1: p + epsilon * ((a0 - p) + (a1 - p)) / 2, params, *adapted
     )
@@ -138,6 +141,41 @@ def test_reptile_update_is_step_toward_adapted_params(schedule):
     query_losses = [mse_of(a, task(episodes, i).query) for i, a in enumerate(adapted)]
     np.testing.assert_allclose(loss, sum(query_losses) / 2, rtol=1e-5)
     assert int(new.count) == 1
+
+
+@pytest.mark.parametrize("num_steps", [3, 4])
+def test_inner_loop_alternates_batches_and_scores_every_step(num_steps):
+    params, episodes = tiny_params(), tiny_episodes(num_tasks=1)
+    support, query = task(episodes, 0)
+    adapted, scores = fewshot.inner_loop(
+        mse_of,
+        optax.sgd(LR),
+        params,
+        support,
+        num_steps,
+        score=lambda p: mse_of(p, query),
+        alternate=query,
+    )
+    assert scores.shape == (num_steps + 1,)
+    for s in range(num_steps + 1):
+        expected = mse_of(sgd_steps(params, support, LR, s, alternate=query), query)
+        np.testing.assert_allclose(scores[s], expected, rtol=1e-5)
+    expected = sgd_steps(params, support, LR, num_steps, alternate=query)
+    assert_trees_close(adapted, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_task_chunk_gives_the_vectorised_results():
+    params, episodes = tiny_params(), tiny_episodes(num_tasks=3)
+    vectorised = fewshot.maml(tanh_apply, inner=LR, num_inner_steps=2)
+    state = vectorised.init(params)
+    new, loss = vectorised.update(state, episodes)
+    curves = vectorised.evaluate(state, episodes, 2)
+    for chunk in (1, 2):  # 2 does not divide the 3 tasks
+        chunked = fewshot.maml(tanh_apply, inner=LR, num_inner_steps=2, task_chunk=chunk)
+        new_c, loss_c = chunked.update(state, episodes)
+        assert_trees_close(new_c.params, new.params, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(loss_c, loss, rtol=1e-5)
+        np.testing.assert_allclose(chunked.evaluate(state, episodes, 2), curves, rtol=1e-5)
 
 
 def test_pretrain_update_is_gradient_of_joint_loss():
@@ -216,6 +254,26 @@ def test_meta_lstm_trains_optimizer_and_initial_params():
         fewshot.maml(tanh_apply, inner=LR).evaluate(sgd_state, episodes, 2),
         rtol=1e-5,
     )
+
+
+@pytest.mark.parametrize("learning_rate", [None, 0.05, 0.4])
+def test_meta_lstm_starts_as_sgd_at_its_learning_rate(learning_rate):
+    """Forget gate near 1, input gate near the given rate (Ravi & Larochelle's initialisation)."""
+    family = Sinusoid(hidden_sizes=(16,))
+    params = family.init(None, jax.random.key(0))  # zero biases: no forget-gate decay term
+    learner = fewshot.meta_lstm(family.apply, learning_rate=learning_rate)
+    state = learner.init(params)
+    support = family.points(family.sample(jax.random.key(1)), jax.random.key(2), 10)
+    grads = jax.grad(lambda p: fewshot.mse(family.apply(p, support[0]), support[1]))(params)
+    adapted = learner.adapt(state, support, 1)
+    ratios = np.concatenate(
+        [-(a["b"] - p["b"]) / g["b"] for a, p, g in zip(adapted, params, grads, strict=True)]
+    )
+    rate = 1 / (1 + np.exp(4.5)) if learning_rate is None else learning_rate  # U[-5, -4]
+    # The bias range spans a factor e around the rate; the small gate weights add a little.
+    assert np.exp(-0.8) * rate < ratios.min() and ratios.max() < np.exp(0.8) * rate
+    with pytest.raises(ValueError, match="learning_rate"):
+        fewshot.meta_lstm(family.apply, learning_rate=1.5)
 
 
 SMALL = Sinusoid(hidden_sizes=(32, 32))

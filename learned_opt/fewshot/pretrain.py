@@ -13,6 +13,8 @@ def pretrain(
     loss: str | LossFn = "mse",
     optimizer: optax.GradientTransformation | None = None,
     inner: Inner = 0.01,
+    *,
+    task_chunk: int | None = None,
 ) -> FewShotLearner:
     """Pre-training on all tasks: minimise the loss averaged over tasks, without adaptation.
 
@@ -25,6 +27,7 @@ def pretrain(
         loss: ``"mse"``, ``"cross_entropy"`` or ``loss(predictions, targets)``.
         optimizer: default ``optax.adam(1e-3)``.
         inner: fine-tuning optimizer: a learning rate for SGD or an optax transformation.
+        task_chunk: tasks per vectorised group (see :func:`~learned_opt.fewshot.maml`).
 
     Returns:
         A :class:`~learned_opt.fewshot.FewShotLearner`.
@@ -60,4 +63,5 @@ def pretrain(
         inner=inner,
         meta_loss=meta_loss,
         meta_optimizer=optimizer or optax.adam(1e-3),
+        task_chunk=task_chunk,
     )
