@@ -30,6 +30,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -50,7 +51,10 @@ def record_gates(optimizer, meta_params, family, keys: jax.Array, num_steps: int
         ``(losses (tasks, steps), forget (len(QUANTILES), steps), input (same))``: the gate
         quantiles pool every coordinate of every task.
     """
-    gates = lambda params, grads, updates, state: (state.forget, state.input)
+
+    def gates(params, grads, updates, state):  # every coordinate of every layer, flattened
+        return tuple(ravel_pytree(g)[0] for g in (state.forget, state.input))
+
     tx = optimizer.as_optax(meta_params)
     losses, (forget, inputs) = evaluation.trace(family, tx, keys, num_steps, gates)
 

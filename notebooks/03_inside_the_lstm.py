@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 import learned_opt as lo
 
@@ -109,9 +110,9 @@ assert max_diff < 1e-6
 #
 # `lo.load_pretrained("meta_lstm_digits")` is a Meta-LSTM meta-trained on the ReLU digits MLP
 # (`RELU_MLP` above). Its state keeps the gates of the last step, one value per coordinate
-# (`MetaLSTMState.forget` and `MetaLSTMState.input`), so we record them at every step of
-# `NUM_TASKS` held-out training runs and plot their distribution across all coordinates:
-# median and 5-95% band per step.
+# (`MetaLSTMState.forget` and `MetaLSTMState.input`, trees shaped like the parameters), so we
+# record them at every step of `NUM_TASKS` held-out training runs and plot their distribution
+# across all coordinates: median and 5-95% band per step.
 #
 # Ravi & Larochelle (2017) observed that after meta-training the forget gate stays close to 1
 # (little weight decay) while the input gate, the learning rate, changes over the run.
@@ -119,7 +120,13 @@ assert max_diff < 1e-6
 # %%
 print("pretrained optimizers:", lo.list_pretrained())
 meta_lstm, meta_params = lo.load_pretrained("meta_lstm_digits")
-record_gates = lambda params, grads, updates, state: (state.forget, state.input)
+
+
+def record_gates(params, grads, updates, state):
+    """The gates of every coordinate (the state keeps them per parameter leaf), flattened."""
+    return tuple(ravel_pytree(g)[0] for g in (state.forget, state.input))
+
+
 keys = jax.random.split(jax.random.key(1), NUM_TASKS)
 tx = meta_lstm.as_optax(meta_params)
 losses, (forget, input_gate) = trace(RELU_MLP, tx, keys, NUM_STEPS, record_gates)

@@ -127,15 +127,63 @@ def _loss_features(losses):
     return jax.lax.scan(body, features.init_loss_stats(), losses)[1]
 
 
-def test_loss_feature_is_invariant_to_loss_scale_and_offset():
-    t = jnp.arange(30, dtype=jnp.float32)
-    losses = 2.0 * jnp.exp(-0.1 * t) + 0.3 * jnp.sin(1.7 * t)
+def _stats_trace(losses):
+    def body(stats, loss):
+        feature, stats = features.loss_feature(stats, loss)
+        return stats, (feature, stats)
+
+    return jax.lax.scan(body, features.init_loss_stats(), jnp.asarray(losses, jnp.float32))[1]
+
+
+def _decaying_losses(n=80):
+    t = jnp.arange(n, dtype=jnp.float32)
+    return 2.0 * jnp.exp(-0.1 * t) + 0.3 * jnp.sin(1.7 * t) + 0.5
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1e4, 1e30])
+def test_loss_feature_is_invariant_to_loss_scale_over_the_float32_range(scale):
+    losses = _decaying_losses()
     got = jax.jit(_loss_features)(losses)
-    scaled = jax.jit(_loss_features)(1000.0 * losses - 7.0)
-    np.testing.assert_allclose(got, scaled, atol=1e-4)
+    np.testing.assert_allclose(jax.jit(_loss_features)(scale * losses), got, atol=1e-4)
     assert float(got[0]) == 0.0
-    # Most features are informative (neither zero nor at the clip value +-5).
-    assert int(jnp.sum((jnp.abs(got) > 0.05) & (jnp.abs(got) < 4.9))) >= 20
+    # Most features are informative (neither zero nor near the soft bound of 5).
+    assert int(jnp.sum((jnp.abs(got) > 0.05) & (jnp.abs(got) < 4.5))) >= 60
+
+
+def test_loss_feature_forgets_an_offset_as_the_warm_start_decays():
+    losses = _decaying_losses()
+    got, shifted = (jax.jit(_loss_features)(x) for x in (losses, losses + 7.0))
+    assert float(jnp.max(jnp.abs(got[:5] - shifted[:5]))) > 0.1  # the warm start sees |L0|
+    np.testing.assert_allclose(shifted[30:], got[30:], atol=1e-4)
+
+
+def test_loss_feature_is_continuous_from_the_second_step():
+    # Warm start: the second step's feature is the change relative to |L0| / 2, so a tiny change
+    # of the loss gives a tiny feature (it used to jump to +-5).
+    for delta in (1e-6, -1e-4, 1e-2):
+        feature = jax.jit(_loss_features)(jnp.array([2.0, 2.0 + delta]))[1]
+        np.testing.assert_allclose(feature, delta / 1.0, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [jnp.inf, -jnp.inf, jnp.nan])
+def test_a_non_finite_loss_is_skipped(bad):
+    losses = _decaying_losses(20)
+    with_bad = jnp.concatenate([losses[:10], jnp.array([bad]), losses[10:]])
+    feats, stats = jax.jit(_stats_trace)(with_bad)
+    want, want_stats = jax.jit(_stats_trace)(losses)
+    assert float(feats[10]) == 0.0
+    np.testing.assert_array_equal(feats[11:], want[10:])  # as if the step had not happened
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[-1], b[-1]), stats, want_stats)
+    assert int(stats.count[-1]) == 20
+
+
+def test_a_huge_loss_jump_neither_overflows_nor_freezes_the_feature():
+    losses = jnp.concatenate([jnp.full(10, 1.0), jnp.array([3e38]), 1.0 + _decaying_losses(30)])
+    feats, stats = jax.jit(_stats_trace)(losses)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in (feats, *stats))
+    assert float(feats[10]) == pytest.approx(features.LOSS_FEATURE_BOUND, rel=1e-3)
+    # Once the jump has decayed out of the statistics the feature tracks the losses again.
+    assert int(jnp.sum(jnp.abs(feats[30:]) > 0.05)) >= 8
 
 
 def test_loss_feature_gradient_is_finite():
@@ -186,14 +234,17 @@ def test_meta_gradient_through_ten_unrolled_steps(small_opt):
 
 def test_normalized_inputs_are_invariant_to_gradient_scale():
     g = jax.random.normal(jax.random.key(0), (5, 7))
-    moments_a = moments_b = features.init_moments(7)
+    decays = (0.5, 0.95)
+    zero = features.Moments(jnp.zeros((7, 2)), jnp.zeros(7))
+    moments_a = moments_b = zero
     for t in range(5):
-        fa, moments_a = features.normalized_features(moments_a, g[t])
-        fb, moments_b = features.normalized_features(moments_b, 1000.0 * g[t])
+        count = jnp.int32(t + 1)
+        fa, moments_a = features.normalized_features(moments_a, g[t], count, decays)
+        fb, moments_b = features.normalized_features(moments_b, 1000.0 * g[t], count, decays)
         np.testing.assert_allclose(fa, fb, rtol=1e-4, atol=1e-5)
-    # First step: m_hat = g and v_hat = g**2, so both features are sign(g).
-    first, _ = features.normalized_features(features.init_moments(7), g[0])
-    np.testing.assert_allclose(first, jnp.sign(g[0])[:, None] * jnp.ones((1, 2)), atol=1e-5)
+    # First step: m_hat = g and v_hat = g**2, so every feature is sign(g).
+    first, _ = features.normalized_features(zero, g[0], jnp.int32(1), decays)
+    np.testing.assert_allclose(first, jnp.sign(g[0])[:, None] * jnp.ones((1, 3)), atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -221,7 +272,7 @@ def test_meta_lstm_initial_gate_biases_follow_their_ranges():
         meta_params = opt.init(jax.random.key(seed))
         assert -1.0 <= float(meta_params["input"]["b"]) <= 0.0
         assert float(meta_params["forget"]["b"]) == 3.0
-    with pytest.raises(ValueError, match="input_bias: need low <= high"):
+    with pytest.raises(ValueError, match="input_bias: need finite low <= high"):
         lo.MetaLSTMOptimizer(input_bias=(0.0, -1.0))
     with pytest.raises(ValueError, match="forget_bias: expected"):
         lo.MetaLSTMOptimizer(forget_bias=4.0)

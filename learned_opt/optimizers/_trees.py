@@ -1,21 +1,28 @@
-"""Flattening a parameter pytree into one coordinate vector, and back.
+"""Parameter pytrees as groups of coordinates: one group per leaf, or the whole tree flattened.
 
-Coordinatewise optimizers treat every coordinate of every tensor as one row of a batch, so the
-whole model is processed by one matmul per layer. The state keeps a *spec* of the parameters: a
-pytree with the parameters' structure whose leaves are empty arrays of shape ``(0, *shape)`` and
-the parameter's dtype. It costs no memory, survives ``jit``/``vmap``/``nnx.Optimizer`` and lets
-every update check the incoming tree against the one the state was made for.
+Coordinatewise optimizers treat every coordinate of a tensor as one row of a batch. With the
+``"per_leaf"`` layout each parameter leaf is one group and its state has the leaf's shape plus a
+trailing feature axis, so the state follows the parameters' sharding and an update needs no
+communication between devices. With ``"flat"`` every leaf is raveled into one vector first (one
+group for the whole model; the original layout).
+
+The state keeps a *spec* of the parameters: a pytree with the parameters' structure whose leaves
+are empty arrays of shape ``(0, *shape)`` and the parameter's dtype. It costs no memory, survives
+``jit``/``vmap``/``nnx.Optimizer`` and lets every update check the incoming tree against the one
+the state was made for.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
 PyTree = Any
+Layout = Literal["per_leaf", "flat"]
+LAYOUTS: tuple[Layout, ...] = ("per_leaf", "flat")
 
 
 def _path_str(path) -> str:
@@ -78,3 +85,89 @@ def unravel(vector: jax.Array, spec: PyTree) -> PyTree:
         out.append(vector[offset : offset + size].reshape(shape).astype(ref.dtype))
         offset += size
     return jax.tree.unflatten(treedef, out)
+
+
+def groups(tree: PyTree, layout: Layout) -> list[jax.Array]:
+    """The coordinate groups of ``tree`` as float32 arrays: its leaves, or one raveled vector."""
+    if layout == "flat":
+        return [ravel(tree)]
+    return [jnp.asarray(leaf).astype(jnp.float32) for leaf in jax.tree.leaves(tree)]
+
+
+def group_shapes(spec: PyTree, layout: Layout) -> list[tuple[int, ...]]:
+    """Shapes of the coordinate groups of parameters described by ``spec``."""
+    if layout == "flat":
+        return [(num_coordinates(spec),)]
+    return [leaf.shape[1:] for leaf in jax.tree.leaves(spec)]
+
+
+def ungroup(arrays: list[jax.Array], spec: PyTree, layout: Layout) -> PyTree:
+    """Inverse of :func:`groups`: a tree shaped like ``spec``, each leaf in the spec's dtype."""
+    if layout == "flat":
+        return unravel(arrays[0], spec)
+    leaves, treedef = jax.tree.flatten(spec)
+    return jax.tree.unflatten(
+        treedef, [a.astype(ref.dtype) for a, ref in zip(arrays, leaves, strict=True)]
+    )
+
+
+def pack(arrays: list[jax.Array], spec: PyTree, layout: Layout) -> PyTree:
+    """Stores per-group state arrays: a tree shaped like the parameters, or the one array."""
+    if layout == "flat":
+        return arrays[0]
+    return jax.tree.unflatten(jax.tree.structure(spec), arrays)
+
+
+def unpack(stored: PyTree, layout: Layout) -> list[jax.Array]:
+    """Inverse of :func:`pack`."""
+    if layout == "flat":
+        return [stored]
+    return jax.tree.leaves(stored)
+
+
+def zeros_like_groups(
+    params: PyTree, layout: Layout, trailing: tuple[int, ...], dtype: Any
+) -> list[jax.Array]:
+    """Zero state arrays ``group.shape + trailing``, one per group.
+
+    In the per-leaf layout each is computed from its parameter (its finiteness mask times 0, an
+    operation XLA keeps), so under ``jit`` it inherits the parameter's sharding, where
+    ``jnp.zeros_like`` would give an unsharded constant. Each call returns fresh buffers (a
+    shared buffer could not be donated to a jitted update twice).
+    """
+    if layout == "flat":
+        return [jnp.zeros((num_coordinates(param_spec(params)), *trailing), dtype)]
+    out = []
+    for leaf in jax.tree.leaves(params):
+        zero = jnp.zeros_like(leaf, dtype=dtype) * jnp.isfinite(leaf)
+        shape = jnp.shape(leaf)
+        out.append(
+            jnp.broadcast_to(zero.reshape(*shape, *(1 for _ in trailing)), (*shape, *trailing))
+        )
+    return out
+
+
+def split_state(stored: PyTree, template: PyTree, layout: Layout) -> list[PyTree]:
+    """Per-group views of per-coordinate state.
+
+    ``template`` has the structure of one group's state, with a placeholder (any non-tree value)
+    where ``stored`` holds a per-group array (``pack``-ed: a tree like the parameters, or the one
+    flat array). Returns one template-structured state per group.
+    """
+    treedef = jax.tree.structure(template)
+    columns = [unpack(s, layout) for s in treedef.flatten_up_to(stored)]
+    num_groups = len(columns[0]) if columns else 0
+    return [treedef.unflatten([c[i] for c in columns]) for i in range(num_groups)]
+
+
+def join_state(
+    group_states: list[PyTree], template: PyTree, spec: PyTree, layout: Layout, dtype: Any
+) -> PyTree:
+    """Inverse of :func:`split_state`: packs per-group states, each array cast to ``dtype``."""
+    treedef = jax.tree.structure(template)
+    rows = [treedef.flatten_up_to(g) for g in group_states]
+    columns = [
+        pack([row[f].astype(dtype) for row in rows], spec, layout)
+        for f in range(treedef.num_leaves)
+    ]
+    return treedef.unflatten(columns)

@@ -1,4 +1,4 @@
-"""A fused LSTM cell run over a batch of coordinates: one matmul per layer for the whole model."""
+"""An LSTM cell run over a batch of coordinates of any shape ``(..., features)``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import jax.numpy as jnp
 
 
 class LSTMCarry(NamedTuple):
-    """Hidden and cell state of one LSTM layer, each ``(num_coordinates, hidden)`` float32."""
+    """Hidden and cell state of one LSTM layer, each shaped ``(..., hidden)``.
+
+    In an optimizer's state the leading axes are a parameter leaf's shape (a pytree of such
+    arrays, one per leaf), or ``(num_coordinates,)`` in the flat layout.
+    """
 
     h: jax.Array
     c: jax.Array
@@ -28,26 +32,26 @@ def init_lstm_params(key: jax.Array, input_size: int, hidden_size: int) -> dict[
     return {"w": w, "b": b}
 
 
-def init_carry(num_coordinates: int, hidden_size: int) -> LSTMCarry:
-    shape = (num_coordinates, hidden_size)
-    # Two buffers, not one shared: a shared buffer cannot be donated to a jitted update.
-    return LSTMCarry(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
+    """``y + b`` along the last axis, the broadcast written out (no implicit rank promotion)."""
+    return y + b.reshape((1,) * (y.ndim - 1) + b.shape)
 
 
 def lstm_step(params: dict[str, jax.Array], x: jax.Array, carry: LSTMCarry) -> LSTMCarry:
-    """One LSTM step for every coordinate: ``x`` is ``(N, input)``, the carry ``(N, hidden)``.
+    """One LSTM step for every coordinate: ``x`` is ``(..., input)``, the carry ``(..., hidden)``.
 
-    Each gate is its own ``(N, input + hidden) @ (input + hidden, hidden)`` matmul over the
-    whole model. On CPU this is several times faster than one fused matmul followed by column
-    slices (XLA then copies the slices), forward and, above all, backward.
+    The carry is read in float32 whatever its storage dtype and returned in float32. Each gate is
+    its own ``(..., input + hidden) @ (input + hidden, hidden)`` matmul over all coordinates. On
+    CPU this is several times faster than one fused matmul followed by column slices (XLA then
+    copies the slices), forward and, above all, backward.
     """
     hidden = carry.h.shape[-1]
-    xh = jnp.concatenate([x, carry.h], axis=-1)
+    xh = jnp.concatenate([x, carry.h.astype(jnp.float32)], axis=-1)
     w, b = params["w"], params["b"]
     i, f, g, o = (
-        xh @ w[:, k * hidden : (k + 1) * hidden] + b[None, k * hidden : (k + 1) * hidden]
+        add_bias(xh @ w[:, k * hidden : (k + 1) * hidden], b[k * hidden : (k + 1) * hidden])
         for k in range(4)
     )
-    c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    c = jax.nn.sigmoid(f) * carry.c.astype(jnp.float32) + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return LSTMCarry(h, c)

@@ -9,16 +9,21 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from learned_opt.optimizers import _trees
+from learned_opt import _checks
+from learned_opt.optimizers import _trees, features
 from learned_opt.optimizers.base import LearnedOptimizer
+from learned_opt.optimizers.lstm import STATE_DTYPES, StateDtype
 
 
 class LearnedRuleState(NamedTuple):
     """State of :class:`LearnedRule`.
 
+    Per-coordinate arrays are pytrees shaped like the parameters (``layout="per_leaf"``) or
+    single arrays over all coordinates (``layout="flat"``), stored in ``state_dtype``.
+
     Attributes:
-        momenta: gradient EMAs, ``(num_coordinates, len(decays))``.
-        nu: EMA of the squared gradient, ``(num_coordinates,)``.
+        momenta: gradient EMAs, with a trailing axis of ``len(decays)``.
+        nu: EMA of the squared gradient.
         count: steps taken, int32.
         spec: zero-size record of the parameters' structure, shapes and dtypes.
 
@@ -27,15 +32,15 @@ class LearnedRuleState(NamedTuple):
         >>> import learned_opt as lo
         >>> rule = lo.LearnedRule(decays=(0.5, 0.9, 0.99))
         >>> state = rule.init_state(rule.init(jax.random.key(0)), [jnp.zeros((4, 2))])
-        >>> state.momenta.shape, state.nu.shape, int(state.count)
-        ((8, 3), (8,), 0)
+        >>> state.momenta[0].shape, state.nu[0].shape, int(state.count)
+        ((4, 2, 3), (4, 2), 0)
 
     References:
         Bengio, Bengio & Cloutier, "Learning a synaptic learning rule", IJCNN 1991.
     """
 
-    momenta: jax.Array
-    nu: jax.Array
+    momenta: Any
+    nu: Any
     count: jax.Array
     spec: Any
 
@@ -44,7 +49,8 @@ class LearnedRuleState(NamedTuple):
 class LearnedRule(LearnedOptimizer):
     """The update as a learned linear combination of a few per-coordinate features.
 
-    ``update = -exp(log_lr) * sum_k coef_k * feature_k`` with features: the gradient ``g``; its
+    ``update = -exp(log_lr) * sum_k coef_k * feature_k`` (``exp(log_lr)`` is the built-in
+    ``learning_rate``, the sum the direction) with features: the gradient ``g``; its
     bias-corrected momenta ``m_b`` for each decay ``b``; the parameter ``theta`` (learned weight
     decay); and the products ``g / sqrt(nu)`` and ``m_b / sqrt(nu)`` with the bias-corrected
     second moment ``nu`` (Adam-like directions). SGD, momentum, Adam without epsilon tuning and
@@ -54,6 +60,8 @@ class LearnedRule(LearnedOptimizer):
         decays: momentum decays.
         rms_decay: decay of the squared-gradient EMA.
         eps: stabiliser of the normalised features.
+        layout: ``"per_leaf"`` (state shaped like the parameters) or ``"flat"``.
+        state_dtype: storage of the per-coordinate state (``"bfloat16"`` halves its bytes).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -74,13 +82,24 @@ class LearnedRule(LearnedOptimizer):
     decays: tuple[float, ...] = (0.5, 0.9, 0.99)
     rms_decay: float = 0.999
     eps: float = 1e-8
-
-    needs_params = True
+    layout: _trees.Layout = "per_leaf"
+    state_dtype: StateDtype = "float32"
 
     def __post_init__(self):
-        object.__setattr__(self, "decays", tuple(float(d) for d in self.decays))
-        if not all(0.0 <= d < 1.0 for d in (*self.decays, self.rms_decay)):
-            raise ValueError(f"decays, rms_decay: expected values in [0, 1), got {self}")
+        decay = {"low": 0.0, "high": 1.0, "high_open": True}
+        checked = {
+            "decays": _checks.reals("decays", self.decays, **decay),
+            "rms_decay": _checks.real("rms_decay", self.rms_decay, **decay),
+            "eps": _checks.real("eps", self.eps, low=0.0, low_open=True),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        _checks.choice("layout", self.layout, _trees.LAYOUTS)
+        _checks.choice("state_dtype", self.state_dtype, tuple(STATE_DTYPES))
+
+    @property
+    def needs_params(self) -> bool:
+        return True
 
     def feature_names(self) -> tuple[str, ...]:
         """Names of the features, in the order of ``meta_params["coef"]``."""
@@ -102,31 +121,57 @@ class LearnedRule(LearnedOptimizer):
             "log_lr": jnp.asarray(math.log(0.01), jnp.float32),
         }
 
+    def learning_rate(self, meta_params) -> jax.Array:
+        return jnp.exp(meta_params["log_lr"])
+
     def init_state(self, meta_params, params) -> LearnedRuleState:
         del meta_params
         spec = _trees.param_spec(params)
-        n = _trees.num_coordinates(spec)
+        dtype = STATE_DTYPES[self.state_dtype]
+
+        def zeros(*trailing):
+            return _trees.pack(
+                _trees.zeros_like_groups(params, self.layout, trailing, dtype), spec, self.layout
+            )
+
         return LearnedRuleState(
-            momenta=jnp.zeros((n, len(self.decays)), jnp.float32),
-            nu=jnp.zeros((n,), jnp.float32),
+            momenta=zeros(len(self.decays)),
+            nu=zeros(),
             count=jnp.zeros((), jnp.int32),
             spec=spec,
         )
 
-    def _step(self, meta_params, state, grads, params, loss):
+    def _direction(self, meta_params, state, grads, params, loss):
         del loss
-        g = _trees.ravel(grads)
-        theta = _trees.ravel(params)
-        decays = jnp.asarray(self.decays, jnp.float32)[None, :]
-        count = state.count + 1
-        momenta = decays * state.momenta + (1.0 - decays) * g[:, None]
-        nu = self.rms_decay * state.nu + (1.0 - self.rms_decay) * g**2
+        layout, count = self.layout, state.count + 1
+        template = (0, 0)
+        directions, group_states = [], []
+        for g, theta, group_state in zip(
+            _trees.groups(grads, layout),
+            _trees.groups(params, layout),
+            _trees.split_state((state.momenta, state.nu), template, layout),
+            strict=True,
+        ):
+            direction, group_state = self._group(meta_params, count, g, theta, group_state)
+            directions.append(direction)
+            group_states.append(group_state)
+        dtype = STATE_DTYPES[self.state_dtype]
+        momenta, nu = _trees.join_state(group_states, template, state.spec, layout, dtype)
+        new_state = LearnedRuleState(momenta, nu, count, state.spec)
+        return _trees.ungroup(directions, state.spec, layout), new_state
+
+    def _group(self, meta_params, count, g, theta, group_state):
+        """The direction and new state of one group of coordinates, in float32."""
+        momenta, nu = (x.astype(jnp.float32) for x in group_state)
+        decays = features.trailing(jnp.asarray(self.decays, jnp.float32), g.ndim)
+        momenta = decays * momenta + (1.0 - decays) * g[..., None]
+        nu = self.rms_decay * nu + (1.0 - self.rms_decay) * g**2
         t = count.astype(jnp.float32)
         m_hat = momenta / (1.0 - decays**t)
-        rms = jnp.sqrt(nu / (1.0 - self.rms_decay**t)) + self.eps
-        # The features in the order of feature_names(), combined without materialising an
-        # (N, num_features) matrix (several times faster for large N).
-        columns = [g, *m_hat.T, theta, g / rms, *(m_hat / rms[:, None]).T]
-        combined = sum(c * f for c, f in zip(meta_params["coef"], columns, strict=True))
-        step = -jnp.exp(meta_params["log_lr"]) * combined
-        return _trees.unravel(step, state.spec), LearnedRuleState(momenta, nu, count, state.spec)
+        rms = features.safe_sqrt(nu / (1.0 - self.rms_decay**t)) + self.eps
+        # The features in the order of feature_names(), combined without materialising a
+        # (..., num_features) array (several times faster for large tensors).
+        m_hat = [m_hat[..., k] for k in range(len(self.decays))]
+        columns = [g, *m_hat, theta, g / rms, *(m / rms for m in m_hat)]
+        direction = sum(c * f for c, f in zip(meta_params["coef"], columns, strict=True))
+        return direction, (momenta, nu)

@@ -1,36 +1,53 @@
-"""The coordinatewise LSTM optimizer of Andrychowicz et al. (2016)."""
+"""The coordinatewise LSTM optimizer of Andrychowicz et al. (2016), with options for generality."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from learned_opt import _checks
 from learned_opt.optimizers import _trees, cell, features
 from learned_opt.optimizers.base import LearnedOptimizer
+
+UpdateNorm = Literal["none", "rms"]
+StateDtype = Literal["float32", "bfloat16"]
+STATE_DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+#: Time constants of the training-progress inputs ``tanh(t / tau)`` (``step_input=True``).
+STEP_TIMESCALES = (10.0, 100.0, 1000.0, 10000.0)
+#: The learned per-tensor step-size factor lies in ``[exp(-b), exp(b)]``.
+MAGNITUDE_BOUND = 3.0
+BOOL_OPTIONS = ("use_loss", "normalized_inputs", "param_input", "step_input", "magnitude_output")
 
 
 class LSTMOptimizerState(NamedTuple):
     """State of :class:`LSTMOptimizer`.
 
+    With the default ``layout="per_leaf"`` every per-coordinate array is a pytree shaped like
+    the parameters, each leaf the parameter's shape plus a trailing feature axis, so the state can
+    be sharded exactly like the parameters. With ``layout="flat"`` each is one array
+    ``(num_coordinates, features)``. Arrays are stored in ``state_dtype``.
+
     Attributes:
-        layers: one ``LSTMCarry`` per layer, each array ``(num_coordinates, hidden_size)``.
-        momentum: the momentum LSTM's carry ``(num_coordinates, momentum_size)``, or ``None``.
-        moments: gradient EMAs for the normalised inputs, ``(num_coordinates,)`` each, or
-            ``None``.
+        layers: one ``LSTMCarry`` per layer; ``h`` and ``c`` have ``hidden_size`` features.
+        momentum: the momentum LSTM's carry (``momentum_size`` features), or ``None``.
+        moments: gradient EMAs for the normalised inputs (``mu``: one feature per input decay,
+            ``nu``: the parameter's shape), or ``None``.
         loss_stats: running statistics for the scale-free loss input.
+        count: steps taken, int32.
         spec: zero-size record of the parameters' structure, shapes and dtypes.
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> import learned_opt as lo
         >>> opt = lo.LSTMOptimizer(hidden_size=8, momentum_size=4)
-        >>> params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}  # 9 coordinates
+        >>> params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
         >>> state = opt.init_state(opt.init(jax.random.key(0)), params)
-        >>> [carry.h.shape for carry in state.layers], state.momentum.c.shape, state.moments
-        ([(9, 8), (9, 8)], (9, 4), None)
+        >>> jax.tree.map(jnp.shape, state.layers[0].h), state.momentum.c["w"].shape
+        ({'b': (3, 8), 'w': (2, 3, 8)}, (2, 3, 4))
 
     References:
         Andrychowicz et al., "Learning to learn by gradient descent by gradient descent",
@@ -41,6 +58,7 @@ class LSTMOptimizerState(NamedTuple):
     momentum: cell.LSTMCarry | None
     moments: features.Moments | None
     loss_stats: features.LossStats
+    count: jax.Array
     spec: Any
 
 
@@ -50,11 +68,18 @@ class LSTMOptimizer(LearnedOptimizer):
 
     Every coordinate of every tensor is one row of the LSTM's batch with its own hidden and cell
     state, and all coordinates share the LSTM's weights, so the optimizer is independent of the
-    model's size and the whole model takes one matmul per layer. Per coordinate the inputs are
-    the preprocessed gradient, optionally a loss feature invariant to the loss's scale and offset,
-    and optionally the hidden state of a second *momentum* LSTM that carries a memory of past
-    gradients, and optionally the Adam-normalised gradient and momentum of Lv et al. (2017).
-    The output, times ``output_scale``, is the coordinate's update.
+    model's size. Per coordinate the inputs are the preprocessed gradient, optionally a loss
+    feature invariant to the loss's scale, the hidden state of a second *momentum* LSTM, the
+    Adam-normalised gradient and momenta of Lv et al. (2017), the parameter relative to its
+    tensor's RMS, and training-progress features. The network's output is the update's
+    direction; the update is ``output_scale`` times it (``learning_rate``).
+
+    The defaults are those of Andrychowicz et al. The options for an optimizer that carries over
+    to problems it was not trained on follow the learned optimizers that generalise (Celo,
+    Moudgil et al. 2025; Celo2, ICLR 2026): ``update_norm="rms"`` divides each tensor's output by
+    its RMS, so the network only chooses a direction and relative sizes while ``output_scale``
+    (or a user's learning rate or schedule) sets the step, like Adam's learning rate;
+    ``magnitude_output`` adds a learned per-tensor factor on that step.
 
     Args:
         hidden_size: units per LSTM layer (20 in the paper).
@@ -63,9 +88,22 @@ class LSTMOptimizer(LearnedOptimizer):
         preprocess_p: the exponent ``p`` of the log/sign preprocessing (10 in the paper).
         use_loss: feed the loss (then ``tx.update`` needs ``value=``).
         momentum_size: units of the momentum LSTM; 0 disables it.
-        normalized_inputs: also feed ``g / sqrt(v)`` and ``m / sqrt(v)`` (RNNprop inputs; two
-            more float32 of state per parameter).
-        output_scale: multiplies the network's output (0.1 in the paper on MNIST).
+        normalized_inputs: also feed ``g / sqrt(v)`` and ``m_b / sqrt(v)`` for each of
+            ``input_decays`` (with the defaults, RNNprop's two inputs).
+        output_scale: the built-in step size (0.1 in the paper on MNIST).
+        input_decays: EMA decays of the momenta ``m_b`` of the normalised inputs.
+        rms_decay: EMA decay of ``v`` of the normalised inputs.
+        param_input: feed each parameter divided by its tensor's RMS (scale-free).
+        step_input: feed ``tanh(t / tau)`` for the step ``t`` and ``tau`` in
+            ``STEP_TIMESCALES``.
+        update_norm: ``"rms"`` divides each tensor's direction by its RMS; ``"none"`` keeps it.
+        magnitude_output: a second output whose mean over a tensor sets a learned step-size
+            factor for that tensor, in ``[exp(-3), exp(3)]``.
+        layout: ``"per_leaf"`` (state shaped like the parameters; updates need no
+            communication between devices) or ``"flat"`` (all coordinates in one array; no
+            per-tensor options).
+        state_dtype: storage of the per-coordinate state; ``"bfloat16"`` halves its bytes
+            (arithmetic stays float32).
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -82,93 +120,187 @@ class LSTMOptimizer(LearnedOptimizer):
     References:
         Andrychowicz et al., "Learning to learn by gradient descent by gradient descent",
         NeurIPS 2016. Lv, Jiang & Li, "Learning gradient descent: better generalization and
-        longer horizons", ICML 2017 (``normalized_inputs``).
+        longer horizons", ICML 2017 (``normalized_inputs``). Moudgil, Knyazev, Lajoie &
+        Belilovsky, "Celo: training versatile learned optimizers on a compute diet", 2025, and
+        Moudgil, Knyazev & Belilovsky, "Celo2", ICLR 2026 (``update_norm="rms"``).
     """
 
     hidden_size: int = 20
     num_layers: int = 2
-    preprocess: str = "log_sign"
+    preprocess: features.Preprocess = "log_sign"
     preprocess_p: float = 10.0
     use_loss: bool = True
     momentum_size: int = 0
     normalized_inputs: bool = False
     output_scale: float = 0.1
+    input_decays: tuple[float, ...] = (0.95,)
+    rms_decay: float = 0.95
+    param_input: bool = False
+    step_input: bool = False
+    update_norm: UpdateNorm = "none"
+    magnitude_output: bool = False
+    layout: _trees.Layout = "per_leaf"
+    state_dtype: StateDtype = "float32"
 
     def __post_init__(self):
-        if self.preprocess not in features.GRADIENT_PREPROCESSING:
-            raise ValueError(
-                f"preprocess: expected one of {features.GRADIENT_PREPROCESSING}, "
-                f"got {self.preprocess!r}"
-            )
-        for name in ("hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.momentum_size < 0:
-            raise ValueError(f"momentum_size: expected >= 0, got {self.momentum_size}")
+        positive = {"low": 0.0, "low_open": True}
+        decay = {"low": 0.0, "high": 1.0, "high_open": True}
+        checked = {
+            "hidden_size": _checks.integer("hidden_size", self.hidden_size),
+            "num_layers": _checks.integer("num_layers", self.num_layers),
+            "momentum_size": _checks.integer("momentum_size", self.momentum_size, minimum=0),
+            "preprocess_p": _checks.real("preprocess_p", self.preprocess_p, **positive),
+            "output_scale": _checks.real("output_scale", self.output_scale, **positive),
+            "input_decays": _checks.reals("input_decays", self.input_decays, **decay),
+            "rms_decay": _checks.real("rms_decay", self.rms_decay, **decay),
+        }
+        for name in BOOL_OPTIONS:
+            checked[name] = _checks.boolean(name, getattr(self, name))
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        _checks.choice("preprocess", self.preprocess, features.GRADIENT_PREPROCESSING)
+        _checks.choice("update_norm", self.update_norm, ("none", "rms"))
+        _checks.choice("layout", self.layout, _trees.LAYOUTS)
+        _checks.choice("state_dtype", self.state_dtype, tuple(STATE_DTYPES))
+        per_tensor = self.param_input or self.update_norm != "none" or self.magnitude_output
+        _checks.check(
+            not (self.layout == "flat" and per_tensor),
+            "layout: 'flat' treats all parameters as one vector; param_input, update_norm and "
+            "magnitude_output work per tensor and need layout='per_leaf'",
+        )
 
     @property
-    def _gradient_inputs(self) -> int:
-        return 2 if self.preprocess == "log_sign" else 1
+    def needs_params(self) -> bool:
+        return self.param_input
+
+    @property
+    def input_size(self) -> int:
+        """Number of per-coordinate inputs of the first LSTM layer."""
+        return (
+            (2 if self.preprocess == "log_sign" else 1)
+            + int(self.use_loss)
+            + self.momentum_size
+            + (1 + len(self.input_decays)) * int(self.normalized_inputs)
+            + int(self.param_input)
+            + len(STEP_TIMESCALES) * int(self.step_input)
+        )
+
+    def learning_rate(self, meta_params) -> float:
+        del meta_params
+        return self.output_scale
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Samples LSTM weights; the output layer starts small (std 0.01)."""
         keys = jax.random.split(key, self.num_layers + 2)
-        input_size = (
-            self._gradient_inputs
-            + int(self.use_loss)
-            + self.momentum_size
-            + 2 * int(self.normalized_inputs)
-        )
-        layers = []
+        input_size, layers = self.input_size, []
         for k in range(self.num_layers):
             layers.append(cell.init_lstm_params(keys[k], input_size, self.hidden_size))
             input_size = self.hidden_size
+        outputs = 1 + int(self.magnitude_output)
         meta_params = {
             "layers": layers,
             "out": {
-                "w": 0.01 * jax.random.normal(keys[-2], (self.hidden_size, 1), jnp.float32),
-                "b": jnp.zeros((1,), jnp.float32),
+                "w": 0.01 * jax.random.normal(keys[-2], (self.hidden_size, outputs), jnp.float32),
+                "b": jnp.zeros((outputs,), jnp.float32),
             },
         }
         if self.momentum_size:
+            gradient_inputs = 2 if self.preprocess == "log_sign" else 1
             meta_params["momentum"] = cell.init_lstm_params(
-                keys[-1], self._gradient_inputs, self.momentum_size
+                keys[-1], gradient_inputs, self.momentum_size
             )
         return meta_params
 
     def init_state(self, meta_params, params) -> LSTMOptimizerState:
         del meta_params
         spec = _trees.param_spec(params)
-        n = _trees.num_coordinates(spec)
-        layers = tuple(cell.init_carry(n, self.hidden_size) for _ in range(self.num_layers))
-        momentum = cell.init_carry(n, self.momentum_size) if self.momentum_size else None
-        moments = features.init_moments(n) if self.normalized_inputs else None
-        return LSTMOptimizerState(layers, momentum, moments, features.init_loss_stats(), spec)
+        dtype = STATE_DTYPES[self.state_dtype]
 
-    def _step(self, meta_params, state, grads, params, loss):
-        del params
-        g = _trees.ravel(grads)
+        def zeros(*trailing):
+            return _trees.pack(
+                _trees.zeros_like_groups(params, self.layout, trailing, dtype), spec, self.layout
+            )
+
+        def carry(size):
+            return cell.LSTMCarry(zeros(size), zeros(size))
+
+        return LSTMOptimizerState(
+            layers=tuple(carry(self.hidden_size) for _ in range(self.num_layers)),
+            momentum=carry(self.momentum_size) if self.momentum_size else None,
+            moments=(
+                features.Moments(zeros(len(self.input_decays)), zeros())
+                if self.normalized_inputs
+                else None
+            ),
+            loss_stats=features.init_loss_stats(),
+            count=jnp.zeros((), jnp.int32),
+            spec=spec,
+        )
+
+    def _template(self) -> tuple:
+        """One group's per-coordinate state, with a placeholder for each array."""
+        return (
+            tuple(cell.LSTMCarry(0, 0) for _ in range(self.num_layers)),
+            cell.LSTMCarry(0, 0) if self.momentum_size else None,
+            features.Moments(0, 0) if self.normalized_inputs else None,
+        )
+
+    def _direction(self, meta_params, state, grads, params, loss):
+        layout, count = self.layout, state.count + 1
+        shared, loss_stats = [], state.loss_stats
+        if self.use_loss:
+            loss_value, loss_stats = features.loss_feature(loss_stats, loss)
+            shared.append(loss_value)
+        if self.step_input:
+            t = count.astype(jnp.float32)
+            shared.extend(jnp.tanh(t / tau) for tau in STEP_TIMESCALES)
+        template = self._template()
+        stored = (state.layers, state.momentum, state.moments)
+        grads = _trees.groups(grads, layout)
+        params = _trees.groups(params, layout) if self.param_input else [None] * len(grads)
+        directions, group_states = [], []
+        for g, p, group_state in zip(
+            grads, params, _trees.split_state(stored, template, layout), strict=True
+        ):
+            direction, group_state = self._group(meta_params, shared, count, g, p, group_state)
+            directions.append(direction)
+            group_states.append(group_state)
+        dtype = STATE_DTYPES[self.state_dtype]
+        layers, momentum, moments = _trees.join_state(
+            group_states, template, state.spec, layout, dtype
+        )
+        new_state = LSTMOptimizerState(layers, momentum, moments, loss_stats, count, state.spec)
+        return _trees.ungroup(directions, state.spec, layout), new_state
+
+    def _group(self, meta_params, shared, count, g, p, group_state):
+        """The direction and new state of one group of coordinates (shape ``S``), in float32."""
+        carries, momentum, moments = group_state
         gx = features.gradient_features(g, self.preprocess, self.preprocess_p)
         inputs = [gx]
-        loss_stats = state.loss_stats
-        if self.use_loss:
-            lf, loss_stats = features.loss_feature(loss_stats, loss)
-            inputs.append(jnp.broadcast_to(lf, (g.shape[0], 1)))
-        momentum = state.momentum
-        if self.momentum_size:
+        if shared:
+            inputs.append(jnp.broadcast_to(jnp.stack(shared), (*g.shape, len(shared))))
+        if momentum is not None:
             momentum = cell.lstm_step(meta_params["momentum"], gx, momentum)
             inputs.append(momentum.h)
-        moments = state.moments
-        if self.normalized_inputs:
-            normalized, moments = features.normalized_features(moments, g)
+        if moments is not None:
+            moments = features.Moments(*(m.astype(jnp.float32) for m in moments))
+            normalized, moments = features.normalized_features(
+                moments, g, count, self.input_decays, self.rms_decay
+            )
             inputs.append(normalized)
+        if p is not None:
+            inputs.append((p / features.tensor_rms(p))[..., None])
         x = jnp.concatenate(inputs, axis=-1)
-        layers = []
-        for layer_params, carry in zip(meta_params["layers"], state.layers, strict=True):
+        new_carries = []
+        for layer_params, carry in zip(meta_params["layers"], carries, strict=True):
             carry = cell.lstm_step(layer_params, x, carry)
-            layers.append(carry)
+            new_carries.append(carry)
             x = carry.h
-        out = (x @ meta_params["out"]["w"])[:, 0] + meta_params["out"]["b"][0]
-        out = out * self.output_scale
-        new_state = LSTMOptimizerState(tuple(layers), momentum, moments, loss_stats, state.spec)
-        return _trees.unravel(out, state.spec), new_state
+        out = cell.add_bias(x @ meta_params["out"]["w"], meta_params["out"]["b"])
+        step = out[..., 0]
+        if self.update_norm == "rms":
+            step = step / features.tensor_rms(step)
+        if self.magnitude_output:
+            bound = MAGNITUDE_BOUND
+            step = step * jnp.exp(bound * jnp.tanh(features.finite_mean(out[..., 1]) / bound))
+        return -step, (tuple(new_carries), momentum, moments)

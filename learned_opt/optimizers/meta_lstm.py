@@ -9,9 +9,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from learned_opt._checks import float_range
+from learned_opt import _checks
 from learned_opt.optimizers import _trees, cell, features
 from learned_opt.optimizers.base import LearnedOptimizer
+from learned_opt.optimizers.lstm import STATE_DTYPES, StateDtype
 
 # sigmoid(_PINNED_OPEN) rounds to exactly 1.0 in float32.
 _PINNED_OPEN = 40.0
@@ -20,11 +21,16 @@ _PINNED_OPEN = 40.0
 class MetaLSTMState(NamedTuple):
     """State of :class:`MetaLSTMOptimizer`.
 
+    Per-coordinate arrays are pytrees shaped like the parameters (``layout="per_leaf"``, the
+    carry with a trailing ``hidden_size`` axis) or single arrays over all coordinates
+    (``layout="flat"``), stored in ``state_dtype``.
+
     Attributes:
-        lstm: carry of the input LSTM, ``(num_coordinates, hidden_size)`` each.
-        forget: the previous forget gate per coordinate, ``(num_coordinates,)``.
-        input: the previous input gate (learning rate) per coordinate, ``(num_coordinates,)``.
+        lstm: carry of the input LSTM.
+        forget: the previous forget gate per coordinate.
+        input: the previous input gate (learning rate) per coordinate.
         loss_stats: running statistics for the scale-free loss input.
+        count: steps taken, int32.
         spec: zero-size record of the parameters' structure, shapes and dtypes.
 
     The gates are kept because the next step reads them; they are also what to record to see
@@ -38,17 +44,18 @@ class MetaLSTMState(NamedTuple):
         >>> params = {"w": jnp.ones((2, 3))}
         >>> state = tx.init(params)
         >>> _, state = tx.update({"w": jnp.ones((2, 3))}, state, params, value=1.0)
-        >>> state.forget.shape, round(float(state.input[0]), 6), float(state.forget[0])
-        ((6,), 0.1, 1.0)
+        >>> state.forget["w"].shape, round(float(state.input["w"][0, 0]), 6)
+        ((2, 3), 0.1)
 
     References:
         Ravi & Larochelle, "Optimization as a model for few-shot learning", ICLR 2017.
     """
 
     lstm: cell.LSTMCarry
-    forget: jax.Array
-    input: jax.Array
+    forget: Any
+    input: Any
     loss_stats: features.LossStats
+    count: jax.Array
     spec: Any
 
 
@@ -72,6 +79,8 @@ class MetaLSTMOptimizer(LearnedOptimizer):
         input_bias: range of the input gate's initial bias (the paper's ``U[-5, -4]``: a
             learning rate near 0.01). On a problem that needs larger steps, start higher, e.g.
             ``(-1.0, 0.0)`` (learning rates 0.27-0.5).
+        layout: ``"per_leaf"`` (state shaped like the parameters) or ``"flat"``.
+        state_dtype: storage of the per-coordinate state (``"bfloat16"`` halves its bytes).
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -93,14 +102,25 @@ class MetaLSTMOptimizer(LearnedOptimizer):
     use_loss: bool = True
     forget_bias: tuple[float, float] = (4.0, 6.0)
     input_bias: tuple[float, float] = (-5.0, -4.0)
-
-    needs_params = True
+    layout: _trees.Layout = "per_leaf"
+    state_dtype: StateDtype = "float32"
 
     def __post_init__(self):
-        if self.hidden_size < 1:
-            raise ValueError(f"hidden_size: expected a positive integer, got {self.hidden_size}")
-        for name in ("forget_bias", "input_bias"):
-            object.__setattr__(self, name, float_range(name, getattr(self, name)))
+        checked = {
+            "hidden_size": _checks.integer("hidden_size", self.hidden_size),
+            "preprocess_p": _checks.real("preprocess_p", self.preprocess_p, low=0.0, low_open=True),
+            "use_loss": _checks.boolean("use_loss", self.use_loss),
+            "forget_bias": _checks.float_range("forget_bias", self.forget_bias),
+            "input_bias": _checks.float_range("input_bias", self.input_bias),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        _checks.choice("layout", self.layout, _trees.LAYOUTS)
+        _checks.choice("state_dtype", self.state_dtype, tuple(STATE_DTYPES))
+
+    @property
+    def needs_params(self) -> bool:
+        return True
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Samples weights; gate biases start near SGD with a small step.
@@ -143,35 +163,62 @@ class MetaLSTMOptimizer(LearnedOptimizer):
     def init_state(self, meta_params, params) -> MetaLSTMState:
         del meta_params
         spec = _trees.param_spec(params)
-        n = _trees.num_coordinates(spec)
+        dtype = STATE_DTYPES[self.state_dtype]
+
+        def full(value, *trailing):
+            zeros = _trees.zeros_like_groups(params, self.layout, trailing, dtype)
+            return _trees.pack([z + value for z in zeros], spec, self.layout)
+
         return MetaLSTMState(
-            lstm=cell.init_carry(n, self.hidden_size),
-            forget=jnp.ones((n,), jnp.float32),
-            input=jnp.zeros((n,), jnp.float32),
+            lstm=cell.LSTMCarry(full(0.0, self.hidden_size), full(0.0, self.hidden_size)),
+            forget=full(1.0),
+            input=full(0.0),
             loss_stats=features.init_loss_stats(),
+            count=jnp.zeros((), jnp.int32),
             spec=spec,
         )
 
-    def _step(self, meta_params, state, grads, params, loss):
-        g = _trees.ravel(grads)
-        theta = _trees.ravel(params)
-        inputs = [features.log_sign(g, self.preprocess_p)]
-        loss_stats = state.loss_stats
+    def _direction(self, meta_params, state, grads, params, loss):
+        layout, loss_stats = self.layout, state.loss_stats
+        shared = []
         if self.use_loss:
-            lf, loss_stats = features.loss_feature(loss_stats, loss)
-            inputs.append(jnp.broadcast_to(lf, (g.shape[0], 1)))
-        carry = cell.lstm_step(
-            meta_params["lstm"], jnp.concatenate(inputs, axis=-1), carry=state.lstm
+            loss_value, loss_stats = features.loss_feature(loss_stats, loss)
+            shared.append(loss_value)
+        template = (cell.LSTMCarry(0, 0), 0, 0)
+        stored = (state.lstm, state.forget, state.input)
+        directions, group_states = [], []
+        for g, theta, group_state in zip(
+            _trees.groups(grads, layout),
+            _trees.groups(params, layout),
+            _trees.split_state(stored, template, layout),
+            strict=True,
+        ):
+            direction, group_state = self._group(meta_params, shared, g, theta, group_state)
+            directions.append(direction)
+            group_states.append(group_state)
+        dtype = STATE_DTYPES[self.state_dtype]
+        lstm, forget, input_gate = _trees.join_state(
+            group_states, template, state.spec, layout, dtype
         )
+        new_state = MetaLSTMState(lstm, forget, input_gate, loss_stats, state.count + 1, state.spec)
+        return _trees.ungroup(directions, state.spec, layout), new_state
+
+    def _group(self, meta_params, shared, g, theta, group_state):
+        """The direction and new state of one group of coordinates, in float32."""
+        carry, forget, input_gate = group_state
+        inputs = [features.log_sign(g, self.preprocess_p)]
+        if shared:
+            inputs.append(jnp.broadcast_to(jnp.stack(shared), (*g.shape, len(shared))))
+        carry = cell.lstm_step(meta_params["lstm"], jnp.concatenate(inputs, axis=-1), carry)
 
         def gate(p, previous):
+            previous = previous.astype(jnp.float32)
             return jax.nn.sigmoid(
                 carry.h @ p["w"][:-2] + theta * p["w"][-2] + previous * p["w"][-1] + p["b"]
             )
 
-        f = gate(meta_params["forget"], state.forget)
-        i = gate(meta_params["input"], state.input)
-        # theta_new - theta, written to stay exact when f == 1.
+        f = gate(meta_params["forget"], forget)
+        i = gate(meta_params["input"], input_gate)
+        # theta_new - theta, written to stay exact when f == 1; the direction is its negative.
         step = (f - 1.0) * theta - i * g
-        new_state = MetaLSTMState(carry, f, i, loss_stats, state.spec)
-        return _trees.unravel(step, state.spec), new_state
+        return -step, (carry, f, i)
