@@ -337,6 +337,8 @@ def build(
         meta_optimizer: the optax transformation applied to the averaged ``grads``.
         learns_optimizer: whether a learned ``inner``'s meta-parameters are meta-trained (then
             ``init`` defaults them to ``inner.init(jax.random.key(0))``).
+        task_chunk: tasks per vectorised group in ``update`` and ``evaluate`` (see
+            :func:`map_tasks`); ``None`` vectorises them all.
     """
     loss_fn = batch_loss(apply, resolve_loss(loss))
     inner_transform(inner)  # validates ``inner`` now rather than at the first call
