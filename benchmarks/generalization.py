@@ -511,6 +511,24 @@ def summary(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_card(doc: dict[str, Any], optimizer: str) -> str:
+    """The generalisation block of ``optimizer``'s model card: its summary lines and table."""
+    runs = (optimizer, optimizer + evaluation.TUNED_SUFFIX)
+    lines = [line for line in summary(doc) if line.startswith(tuple(f"- `{r}`:" for r in runs))]
+    return "\n".join(
+        [
+            f"On the generalisation benchmark (`{doc['command']}`, "
+            f"{len(doc['problems'])} problems outside the training distribution; "
+            "[RESULTS.md](../benchmarks/RESULTS.md#generalisation-problems-outside-the-meta-"
+            "training-distribution-benchmarksgeneralizationpy)):",
+            "",
+            *lines,
+            "",
+            *learned_table(doc, optimizer),
+        ]
+    )
+
+
 def _fmt(x: float | None, spec: str = ".3g") -> str:
     if x is None:
         return "—"
