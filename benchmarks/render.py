@@ -48,7 +48,10 @@ SECTIONS: list[Section] = [
     Section("l2l_digits", "l2l_study"),
     Section("l2l_quadratic", "l2l_study"),
     Section("l2l_meta_lstm", "l2l_study"),
+    Section("l2l_general", "l2l_study"),
+    Section("main_job", "main_job"),
     Section("generalist", "train_generalist"),
+    Section("generalist_seeds", "generalist_seeds"),
     Section("generalization", "generalization"),
     Section("l2l_ablation", "l2l_ablation"),
     Section("meta_lstm_gates", "meta_lstm_gates"),
@@ -60,6 +63,7 @@ MODEL_CARDS = {
     "lstm_digits": "l2l_digits",
     "rnnprop_quadratic": "l2l_quadratic",
     "meta_lstm_digits": "l2l_meta_lstm",
+    "lstm_general": "l2l_general",
 }
 ROOT = HERE.parent
 

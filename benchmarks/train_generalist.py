@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default="benchmarks/results/generalist.json")
     parser.add_argument("--checkpoints", default=None, help="checkpoint dir (resumable)")
     args = parser.parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else argv
 
     optimizer = lo.LSTMOptimizer(**OPTIMIZER)
     estimator = lo.TruncatedBackprop(20, (100, 1000), "log_mean", task_chunk=1)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             best = history[-1]
             lo.save(args.out, optimizer, jax.device_get(state.meta_params))
         document = {
-            "command": "python " + " ".join(["benchmarks/train_generalist.py", *sys.argv[1:]]),
+            "command": "python " + " ".join(["benchmarks/train_generalist.py", *argv_used]),
             "machine": common.machine(),
             "optimizer": {k: list(v) if isinstance(v, tuple) else v for k, v in OPTIMIZER.items()},
             "seed": args.seed,

@@ -63,15 +63,21 @@ def load_pretrained(name: str) -> tuple[LearnedOptimizer, MetaParams]:
     return from_bytes(resource.read_bytes(), source=f"learned_opt/weights/{name}{_SUFFIX}")
 
 
-def pretrained(name: str) -> optax.GradientTransformationExtraArgs:
+def pretrained(
+    name: str, learning_rate: optax.ScalarOrSchedule | None = None
+) -> optax.GradientTransformationExtraArgs:
     """A pretrained learned optimizer as a drop-in optax transformation.
 
-    Pass the loss the optax way, ``tx.update(grads, state, params, value=loss)``. The
-    available names are those of :func:`list_pretrained`; ``docs/pretrained.md`` says what
-    each was trained on and how it compares with tuned Adam.
+    Pass the loss the optax way, ``tx.update(grads, state, params, value=loss)``; optimizers
+    that do not read it (``lstm_general``) also take ``tx.update(grads, state, params)`` and
+    work in flax's ``TrainState.apply_gradients``. The available names are those of
+    :func:`list_pretrained`; ``docs/pretrained.md`` says what each was trained on and how it
+    compares with tuned Adam.
 
     Args:
-        name: e.g. ``"lstm_mnist"``.
+        name: e.g. ``"lstm_general"``.
+        learning_rate: replaces the optimizer's built-in step size (a float or an optax
+            schedule), to be tuned like Adam's learning rate; ``None`` keeps the built-in one.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -97,4 +103,4 @@ def pretrained(name: str) -> optax.GradientTransformationExtraArgs:
         True
     """
     optimizer, meta_params = load_pretrained(name)
-    return optimizer.as_optax(meta_params)
+    return optimizer.as_optax(meta_params, learning_rate=learning_rate)

@@ -9,7 +9,7 @@ import pytest
 import learned_opt as lo
 from learned_opt import evaluation
 
-SHIPPED = ("lstm_digits", "lstm_mnist", "meta_lstm_digits", "rnnprop_quadratic")
+SHIPPED = ("lstm_digits", "lstm_general", "lstm_mnist", "meta_lstm_digits", "rnnprop_quadratic")
 
 
 def test_list_pretrained_names_every_shipped_file():
@@ -30,6 +30,36 @@ def test_every_shipped_file_loads_and_steps(name):
     assert all(bool(jnp.isfinite(u).all()) for u in jax.tree.leaves(updates))
 
 
+def test_lstm_general_needs_no_loss_and_trains_in_a_flax_train_state():
+    from flax.training import train_state
+
+    tx = lo.pretrained("lstm_general")
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    with_loss, _ = tx.update(grads, tx.init(params), params, value=3.0)
+    without, _ = tx.update(grads, tx.init(params), params)
+    jax.tree.map(np.testing.assert_array_equal, with_loss, without)
+    state = train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
+    state = state.apply_gradients(grads=grads)
+    assert int(state.step) == 1
+    np.testing.assert_allclose(state.params["w"], params["w"] + without["w"])
+
+
+def test_a_pretrained_learning_rate_replaces_the_built_in_step_size():
+    optimizer, meta_params = lo.load_pretrained("lstm_general")
+    schedule = optax.linear_schedule(0.1, 0.0, 10)
+    tx = lo.pretrained("lstm_general", learning_rate=schedule)
+    chain = optax.chain(optimizer.scale_by(meta_params), optax.scale_by_learning_rate(schedule))
+    params = {"w": jnp.arange(4.0)}
+    a, b = tx.init(params), chain.init(params)
+    for step in range(3):
+        grads = {"w": jnp.cos(params["w"] + step)}
+        ua, a = tx.update(grads, a, params)
+        ub, b = chain.update(grads, b, params)
+        np.testing.assert_allclose(ua["w"], ub["w"], rtol=1e-6, atol=1e-9)
+    assert float(jnp.abs(ua["w"]).max()) > 0
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"name: no pretrained optimizer 'adam'.*lstm_digits"):
         lo.pretrained("adam")
@@ -47,6 +77,7 @@ def test_files_are_package_data():
 # baselines; this is the cheap check that runs in every CI build.
 FAMILIES = {
     "lstm_digits": lambda: lo.tasks.MLP(),
+    "lstm_general": lambda: lo.tasks.MLP(hidden_sizes=(32, 32), activation="relu", init_scale=None),
     "meta_lstm_digits": lambda: lo.tasks.MLP(activation="relu", init_scale=None),
     "rnnprop_quadratic": lambda: lo.tasks.Quadratic(),
 }

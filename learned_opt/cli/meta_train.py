@@ -205,10 +205,11 @@ def meta_train(args: argparse.Namespace) -> None:
 def _keep_best(args, trainer, family, path: Path, log_path: Path):
     """A ``MetaTrainer.run`` callback: validate every ``args.validate_every`` meta-steps.
 
-    Validation trains ``args.validate_tasks`` tasks of ``family``'s training split (without any
-    random scaling) for one horizon with the current meta-parameters and takes the median
-    final loss; the best meta-parameters so far are saved to ``path``. Test tasks (the
-    ``"test"`` split of ``evaluate``) are never used.
+    Validation trains ``args.validate_tasks`` tasks of ``family``'s validation split (without
+    any random scaling) for one horizon with the current meta-parameters and takes the median
+    final loss; the best meta-parameters so far are saved to ``path``. Neither the tasks
+    ``evaluate`` tunes baselines on (the ``"train"`` split) nor those it reports on (``"test"``)
+    are used.
     """
     if not args.validate_every:
         return None
@@ -218,7 +219,7 @@ def _keep_best(args, trainer, family, path: Path, log_path: Path):
     import learned_opt as lo
     from learned_opt import evaluation
 
-    keys = evaluation.task_keys(args.seed, args.validate_tasks, "train")
+    keys = evaluation.task_keys(args.seed, args.validate_tasks, "validation")
     horizon = args.horizon if isinstance(args.horizon, int) else args.horizon[1]
     logged = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
     best = min((m["validation"] for m in logged if "validation" in m), default=np.inf)
