@@ -105,6 +105,8 @@ def render(doc: dict[str, Any]) -> str:
         | **all** | **3** | **1** | **2** | **0** |
     """
     lines = [
+        "## Faults and bad inputs (benchmarks/faults.py)",
+        "",
         "Every fault and bad input of the fault suite (`tests/faults`), each a test that asserts "
         "the exact outcome: *survived* (the run goes on, the fault contained) or *refused "
         "cleanly* (one clear error naming the argument or file; from the command line one line "

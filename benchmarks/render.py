@@ -22,7 +22,6 @@ import argparse
 import difflib
 import importlib
 import json
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +54,7 @@ SECTIONS: list[Section] = [
     Section("generalization", "generalization"),
     Section("l2l_ablation", "l2l_ablation"),
     Section("meta_lstm_gates", "meta_lstm_gates"),
+    Section("faults", "faults"),
 ]
 README_BLOCK = "results-table"
 #: The model cards whose evaluation table comes from a study section: name -> section.
@@ -107,106 +107,65 @@ def render_results(text: str, results_dir: Path, problems: list[str]) -> str:
     return text
 
 
-def _ratio(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:.3g}"
-
-
 def readme_table(docs: dict[str, dict[str, Any]]) -> str:
-    """The README's results block: the MNIST-style columns of the two MLP optimizers."""
+    """The README's results block: ``lstm_general`` on the L2L grid and out of distribution."""
+    import generalization
     import l2l_study
 
     from learned_opt import evaluation
 
-    suites = [(n, s) for n, s in (("lstm_mnist", "l2l_mnist"), ("lstm_digits", "l2l_digits"))]
-    columns = {n: l2l_study.comparisons(docs[s]) for n, s in suites}
-    datasets = {"lstm_mnist": "MNIST", "lstm_digits": "digits"}
-    head = ["problem"]
-    for name in columns:
-        head += [f"`{name}` on {datasets[name]}", "tuned Adam", "best tuned"]
-    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
-    labels = list(dict.fromkeys(c["label"] for cs in columns.values() for c, _ in cs))
-    for label in labels:
-        cells = [label]
-        for name, cs in columns.items():
-            found = [(col, c) for col, c in cs if col["label"] == label]
-            if not found:
-                cells += ["—"] * 3
-                continue
-            col, c = found[0]
-            value = f"{c.runs[name].median:.3g}" + ("†" if col["in_distribution"] else "")
-            if c.ratio(name, c.best_baseline).verdict == "win":
-                value = f"**{value}**"
-            best = c.runs[c.best_baseline]
-            cells += [
-                value,
-                f"{c.runs['adam'].median:.3g}",
-                f"{best.median:.3g} ({c.best_baseline})",
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    all_cs = [c for cs in columns.values() for _, c in cs]
-    intervals = l2l_study.has_intervals(all_cs)
-    notes = [
-        "† in the optimizer's meta-training distribution (see the model cards); every other "
-        "cell is out of it. "
-        + (
-            "Bold: lower than the best tuned baseline with a paired bootstrap interval that "
-            "excludes a tie."
-            if intervals
-            else "Nothing is bold: the committed results predate per-task losses, so these "
-            "medians have no interval yet and no cell can be called a win; the next run of the "
-            "study adds them."
-        )
+    name = "lstm_general"
+    columns = l2l_study.comparisons(docs["l2l_general"])
+    lines = [
+        "| problem | `lstm_general` | tuned Adam | / tuned Adam | best tuned baseline "
+        "| / best tuned | with its step size tuned: / tuned Adam |",
+        "| --- | ---: | ---: | --- | ---: | --- | --- |",
     ]
-    worse = []
-    for name, cs in columns.items():
-        for col, c in cs:
-            r = c.ratio(name, "adam")
-            if r.ratio > 1 and r.verdict != "win":
-                worse.append(f"`{name}` on {col['label']} ({_ratio(r.ratio)}x)")
-    if worse:
-        notes.append("Where the median is worse than tuned Adam's: " + "; ".join(worse) + ".")
-    quad = l2l_study.comparisons(docs["l2l_quadratic"])[0][1]
-    learned = "rnnprop_quadratic"
-    best = quad.best_baseline
-    notes.append(
-        f"On {quad.family['dim']}-d quadratics (`{learned}`, {quad.num_steps} steps) the learned "
-        "optimizer "
-        f"reaches {quad.runs[learned].median:.3g} against {quad.runs['adam'].median:.3g} for "
-        f"tuned Adam and {quad.runs[best].median:.3g} for tuned {best}."
-    )
-    ablation = docs.get("l2l_ablation")
-    if ablation:
-        rows = {
-            c["label"]: evaluation.Comparison.from_dict(c["comparison"])
-            for c in ablation["columns"]
-        }
-        mnist = rows.get("MNIST, 100 steps")
-        if mnist is not None:
-            stages = list(ablation["stages"])
-            first, last = stages[0], stages[-1]
-            notes.append(
-                "What each change to meta-training did is measured too: RNNprop inputs, a "
-                "broader family and random scaling (Lv et al. 2017) took the digits optimizer "
-                f"from {mnist.runs[first].median:.3g} to {mnist.runs[last].median:.3g} on MNIST "
-                f"(tuned Adam: {mnist.runs['adam'].median:.3g}) without ever seeing MNIST."
-            )
-    first = columns["lstm_mnist"][0][1]
+    tuned = name + evaluation.TUNED_SUFFIX
+    for col, c in columns:
+        best = c.runs[c.best_baseline]
+        tuned_cell = c.ratio(tuned, "adam").cell() if tuned in c.runs else "—"
+        lines.append(
+            f"| {col['label']} | {c.runs[name].median:.3g} | {c.runs['adam'].median:.3g} | "
+            f"{c.ratio(name, 'adam').cell()} | {best.median:.3g} ({c.best_baseline}) | "
+            f"{c.ratio(name, c.best_baseline).cell()} | {tuned_cell} |"
+        )
+    first = columns[0][1]
     hidden, activation = first.family["hidden_sizes"], first.family["activation"]
     header = (
-        "The L2L study ([`benchmarks/l2l_study.py`](benchmarks/l2l_study.py)): the shipped "
-        "optimizers, untuned, against Adam, RMSprop, SGD, SGD with momentum and NAG, each tuned "
-        "per problem on training tasks (learning rate, and momentum where it has one); median "
-        f"final training loss on {first.num_tasks} held-out tasks. The MLP problems are those "
-        f"of Andrychowicz et al. (2016): {len(hidden)} hidden layer of {hidden[0]} {activation} "
-        f"units at {first.num_steps} steps, then the paper's generalisation columns."
+        "`lstm_general` was meta-trained on the 8x8 digits only; every problem below is outside "
+        "its meta-training distribution. The L2L grid "
+        "([`benchmarks/l2l_study.py`](benchmarks/l2l_study.py)): the MLP problems of "
+        f"Andrychowicz et al. (2016) on MNIST, {len(hidden)} hidden layer of {hidden[0]} "
+        f"{activation} units at {first.num_steps} steps, then the paper's generalisation "
+        "columns; Adam, RMSprop, SGD, SGD with momentum and NAG each tuned per problem on "
+        f"{first.num_tune_tasks} training tasks; median final training loss on "
+        f"{first.num_tasks} held-out tasks; ratios with paired bootstrap 95% intervals, *win* "
+        "or *loss* only where the interval excludes 1."
     )
+    notes = []
+    general = docs.get("generalization")
+    if general is not None:
+        runs = (name, tuned)
+        summary = [
+            line
+            for line in generalization.summary(general)
+            if line.startswith(tuple(f"- `{r}`:" for r in runs))
+        ]
+        notes.append(
+            f"On the generalisation benchmark ({len(general['problems'])} problems outside the "
+            "training distribution: deeper and wider MLPs, conv nets and MLPs on Fashion-MNIST, "
+            "a character-level transformer, a deep autoencoder, regressions at loss scales from "
+            "1e-3 to 1e4, ill-conditioned quadratics, Rosenbrock; "
+            "[`benchmarks/RESULTS.md`](benchmarks/RESULTS.md)):\n\n" + "\n".join(summary)
+        )
     return "\n".join([header, "", *lines, "", *[f"{n}\n" for n in notes]]).rstrip()
 
 
 def render_readme(text: str, results_dir: Path, problems: list[str]) -> str:
     """README.md's text with its results block re-rendered."""
-    needed = ("l2l_mnist", "l2l_digits", "l2l_quadratic")
-    docs = {n: load(results_dir, n) for n in (*needed, "l2l_ablation")}
+    needed = ("l2l_general",)
+    docs = {n: load(results_dir, n) for n in (*needed, "generalization")}
     missing = [n for n in needed if docs[n] is None]
     if missing:
         problems.append(f"README results table: missing {missing}")
