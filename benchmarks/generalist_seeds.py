@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )  # fmt: skip
             runs.append(json.loads(results.read_text()))
     doc = {
-        "command": "python benchmarks/generalist_seeds.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": common.command_line("benchmarks/generalist_seeds.py", argv),
         "machine": common.machine(),
         "meta_steps": args.meta_steps,
         "runs": runs,

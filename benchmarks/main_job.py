@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         seeds = [run_seed(s, Path(folder), args.quick) for s in args.seeds]
     doc = {
-        "command": "python benchmarks/main_job.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": common.command_line("benchmarks/main_job.py", argv),
         "machine": common.machine(),
         "quick": args.quick,
         "seeds": seeds,

@@ -70,6 +70,35 @@ BENCHMARKS: dict[str, Benchmark] = {
         ["--suites", "meta_lstm_digits", *STUDY],
         [*QUICK, "--suites", "meta_lstm_digits", *STUDY],
     ),
+    "l2l_general": Benchmark(
+        "l2l_study",
+        ["--suites", "lstm_general", "--tasks", "50", "--tune-tasks", "10", *STUDY],
+        [*QUICK, "--suites", "lstm_general", *STUDY],
+    ),
+    "main_job": Benchmark(
+        "main_job",
+        ["--results-dir", "{out}/results"],
+        ["--quick", "--seeds", "0", "--results-dir", "{out}/results"],
+    ),
+    "generalist": Benchmark(
+        "train_generalist",
+        ["--out", "{out}/lstm_general.msgpack", "--results", "{out}/results/generalist.json"],
+        [
+            *("--meta-steps", "1", "--validation-tasks", "2"),
+            *("--out", "{out}/lstm_general.msgpack", "--results", "{out}/results/generalist.json"),
+        ],
+    ),
+    "generalist_seeds": Benchmark(
+        "generalist_seeds",
+        ["--results-dir", "{out}/results"],
+        [
+            *("--seeds", "1", "--meta-steps", "1", "--validation-tasks", "2"),
+            *("--results-dir", "{out}/results"),
+        ],
+    ),
+    "faults": Benchmark(
+        "faults", ["--out", "{out}/results/faults.json"], ["--out", "{out}/results/faults.json"]
+    ),
     "l2l_ablation": Benchmark(
         "l2l_ablation",
         ["--results-dir", "{out}/results"],

@@ -46,7 +46,6 @@ import _common as common
 
 import learned_opt as lo
 from learned_opt import evaluation, tasks
-from learned_opt._files import atomic_write_bytes
 
 #: The optimizer's settings.
 OPTIMIZER = {
@@ -142,7 +141,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default="benchmarks/results/generalist.json")
     parser.add_argument("--checkpoints", default=None, help="checkpoint dir (resumable)")
     args = parser.parse_args(argv)
-    argv_used = sys.argv[1:] if argv is None else argv
 
     optimizer = lo.LSTMOptimizer(**OPTIMIZER)
     estimator = lo.TruncatedBackprop(20, (100, 1000), "log_mean", task_chunk=1)
@@ -173,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             best = history[-1]
             lo.save(args.out, optimizer, jax.device_get(state.meta_params))
         document = {
-            "command": "python " + " ".join(["benchmarks/train_generalist.py", *argv_used]),
+            "command": common.command_line("benchmarks/train_generalist.py", argv),
             "machine": common.machine(),
             "optimizer": {k: list(v) if isinstance(v, tuple) else v for k, v in OPTIMIZER.items()},
             "seed": args.seed,
@@ -187,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": seconds + time.time() - start,
             "cpu_seconds": cpu_seconds + time.process_time() - cpu_start,
         }
-        atomic_write_bytes(results, (json.dumps(document, indent=1) + "\n").encode())
+        common.write_atomic(results, json.dumps(document, indent=1) + "\n")
         if document["complete"]:
             break
         t = time.time()
