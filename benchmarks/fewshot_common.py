@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
-from _common import TITLE, cpu_model, emit_json, write_section  # noqa: F401 (re-exported)
+from _common import (  # noqa: F401 (re-exported)
+    TITLE,
+    command_line,
+    emit_json,
+    peak_rss_mib,
+    time_calls,
+    write_section,
+    xla_memory,
+)
+from _common import machine as machine_info  # noqa: F401 (re-exported)
 
 from learned_opt import fewshot
 
 
-def machine_info() -> dict[str, Any]:
-    """Where the benchmark ran: CPU, core count, backend, devices and versions."""
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "jax_version": jax.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 def machine_line(machine: dict[str, Any]) -> str:
-    """One markdown line describing ``machine_info()``."""
+    """One markdown line describing ``machine_info()`` (``_common.machine()``)."""
     load = ", ".join(f"{x:.1f}" for x in machine["load_average"])
     return (
         f"Machine: {machine['cpu_model']}, {machine['cpu_count']} cores, backend "
@@ -41,12 +32,6 @@ def machine_line(machine: dict[str, Any]) -> str:
         f"Python {machine['python']}; load average at start {load} (the CPU is shared, so "
         "timings are noisy)."
     )
-
-
-def command_line(script: str, argv: list[str] | None) -> str:
-    """The command that runs ``script`` (a path) with ``argv`` (default: this process's)."""
-    argv = sys.argv[1:] if argv is None else argv
-    return "python " + shlex.join([script, *argv])
 
 
 def mean_ci95(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,11 +61,6 @@ def make_learners(apply, num_inner_steps: int) -> dict[str, fewshot.FewShotLearn
     }
 
 
-def peak_rss_mib() -> float:
-    """The process's peak resident memory so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure(
     learner: fewshot.FewShotLearner,
     params: Any,
@@ -77,30 +70,20 @@ def measure(
     """Times meta-iterations over ``episodes`` (leading iteration axis) and reads XLA's memory."""
     state = learner.init(params)
     one = jax.tree.map(lambda a: a[0], episodes)
-    memory = jax.jit(learner.update).lower(state, one).compile().memory_analysis()
+    memory = common.xla_memory(jax.jit(learner.update).lower(state, one).compile())
     run = jax.jit(lambda state, episodes: jax.lax.scan(learner.update, state, episodes))
     jax.block_until_ready(run(state, episodes))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(state, episodes))
-        times.append(time.perf_counter() - start)
+    times = list(common.time_calls(lambda: run(state, episodes), repeats).seconds)
     iterations = episodes.support[0].shape[0]
     median = statistics.median(times)
     out = {
         "iterations_per_s": iterations / median,
         "ms_per_iteration": 1e3 * median / iterations,
         "times_s": times,
-        "peak_rss_mib_so_far": peak_rss_mib(),
+        "peak_rss_mib_so_far": common.peak_rss_mib(),
     }
-    if memory is not None:
-        out["temp_bytes"] = memory.temp_size_in_bytes
-        out["total_bytes"] = (
-            memory.temp_size_in_bytes
-            + memory.argument_size_in_bytes
-            + memory.output_size_in_bytes
-            - memory.alias_size_in_bytes
-        )
+    if "error" not in memory:
+        out["temp_bytes"], out["total_bytes"] = memory["temp_bytes"], memory["peak_bytes"]
     return out
 
 

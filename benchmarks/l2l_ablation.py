@@ -27,16 +27,15 @@ files are kept in ``benchmarks/weights/``, the last ships as ``lo.pretrained("ls
 
 Every stage is evaluated untuned on the same 100 held-out tasks of the L2L columns (on the
 digits, plus MNIST at 100 steps when it is installed), next to Adam tuned per column on
-training tasks (learning rate over half-decades 1e-4 … 10).
+training tasks (learning rate over half-decades 1e-4 … 10): one ``lo.evaluation.compare`` per
+column, each stage's ratio of medians to tuned Adam with a paired bootstrap interval.
 
 Usage:
-    python benchmarks/l2l_ablation.py --results-md benchmarks/RESULTS.md \
-        --json-out benchmarks/l2l_ablation.json
-    python benchmarks/l2l_ablation.py --quick
+    python benchmarks/l2l_ablation.py
+    python benchmarks/l2l_ablation.py --quick --results-dir /tmp/smoke/results
 
-One JSON document goes to stdout (and to ``--json-out``); ``--results-md`` rewrites this
-benchmark's section of the file, between ``<!-- l2l_ablation:begin -->`` and
-``<!-- l2l_ablation:end -->``.
+It writes ``benchmarks/results/l2l_ablation.json`` (``--results-dir``); ``python
+benchmarks/render.py`` then rewrites its section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -47,8 +46,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as common
@@ -57,8 +54,7 @@ import l2l_study
 import learned_opt as lo
 from learned_opt import evaluation
 
-BEGIN_MARKER = "<!-- l2l_ablation:begin -->"
-END_MARKER = "<!-- l2l_ablation:end -->"
+SECTION = "l2l_ablation"
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 STAGES = {
     "digits_l2l": "1. L2L inputs (log/sign gradient, loss)",
@@ -74,71 +70,76 @@ def load_stage(name: str):
 
 
 def columns(quick: bool) -> list[l2l_study.Column]:
-    cols = [c for c in l2l_study.mlp_columns("digits") if "dataset shift" not in c.label]
+    cols = [c for c in l2l_study.SUITES["lstm_digits"]() if "dataset shift" not in c.label]
     cols.append(l2l_study.Column("MNIST, 100 steps", "mlp", {"dataset": "mnist"}, 100))
     return cols[:1] if quick else cols
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     stages = {name: load_stage(name) for name in STAGES}
-    test = evaluation.task_keys(args.seed, args.tasks, "test")
-    tune = evaluation.task_keys(args.seed, args.tune_tasks, "train")
     rows, skipped = [], []
     for column in columns(args.quick):
         if (missing := l2l_study.missing_dataset(column)) is not None:
             skipped.append(f"{column.label}: dataset {missing!r} is not installed")
             continue
-        family = l2l_study.make_family(column)
-        steps = column.steps if not args.quick else 5
-        row = {"label": column.label, "steps": steps, "results": {}}
-        for name, (optimizer, meta_params) in stages.items():
-            curves = evaluation.learned_curves(family, optimizer, meta_params, test, steps)
-            row["results"][name] = evaluation.summarize(curves.final)
-        adam = evaluation.tune_baseline(family, "adam", tune, steps, args.grid)
-        curves = evaluation.train_curves(family, adam.transformation(), test, steps)
-        row["results"]["adam"] = {**adam.hyperparams, **evaluation.summarize(curves.final)}
+        comparison = evaluation.compare(
+            l2l_study.make_family(column),
+            column.steps if not args.quick else 5,
+            stages,
+            tune_keys=evaluation.task_keys(args.seed, args.tune_tasks, "train"),
+            test_keys=evaluation.task_keys(args.seed, args.tasks, "test"),
+            baselines=("adam",),
+            grid=args.grid,
+            tune_learned=False,
+        )
         print(f"{column.label}: " + ", ".join(
-            f"{k} {v['median']:.4g}" for k, v in row["results"].items()
+            f"{k} {v.median:.4g}" for k, v in comparison.runs.items()
         ), file=sys.stderr, flush=True)  # fmt: skip
-        rows.append(row)
+        rows.append({"label": column.label, "comparison": comparison.to_dict()})
     return {
-        "machine": {"cpu": common.cpu_model(), "backend": jax.default_backend()},
-        "tasks": args.tasks,
-        "tune_tasks": args.tune_tasks,
-        "rows": rows,
+        "command": common.command_line("benchmarks/l2l_ablation.py", args.argv),
+        "machine": common.machine(),
+        "stages": STAGES,
+        "settings": {
+            "tasks": args.tasks,
+            "tune_tasks": args.tune_tasks,
+            "seed": args.seed,
+            "quick": args.quick,
+        },
+        "columns": rows,
         "skipped": skipped,
     }
 
 
-def render_markdown(result: dict[str, Any], command: str) -> str:
-    header = ["problem", "steps", *STAGES.values(), "Adam (tuned)"]
+def render(doc: dict[str, Any]) -> str:
+    """The Markdown body of this benchmark's section of RESULTS.md."""
+    columns = l2l_study.comparisons(doc)
+    stages = doc["stages"]
+    header = ["problem", "steps", *stages.values(), "Adam (tuned)"]
     lines = [
-        BEGIN_MARKER,
         "## What each change to meta-training did (benchmarks/l2l_ablation.py)",
         "",
-        f"Command: `{command}`",
+        f"Command: `{doc['command']}`",
         "",
-        f"Machine: {result['machine']['cpu']}, backend {result['machine']['backend']}. The "
-        "four stages of the digits optimizer (the commands are in the script's docstring), "
-        f"untuned, on the same {result['tasks']} held-out tasks; Adam tuned per problem on "
-        f"{result['tune_tasks']} training tasks. Cells: median [5th, 95th percentile] of the "
-        "final loss; bold marks the lowest median of each row.",
+        f"{common.machine_line(doc['machine'])} The four stages of the digits optimizer (the "
+        "commands are in the script's docstring), untuned, on the same "
+        f"{doc['settings']['tasks']} held-out tasks; Adam tuned per problem on "
+        f"{doc['settings']['tune_tasks']} training tasks. Cells: median [5th, 95th percentile] "
+        "of the final loss, then the stage's ratio of medians to tuned Adam with its paired "
+        "bootstrap interval (*win*/*loss* only where the interval excludes 1).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for row in result["rows"]:
-        r = row["results"]
-        best = min(r, key=lambda k: r[k]["median"])
-        cells = []
-        for name in [*STAGES, "adam"]:
-            cell = l2l_study._cell(r[name])
-            cells.append(f"**{cell}**" if name == best else cell)
-        lines.append(f"| {row['label']} | {row['steps']} | " + " | ".join(cells) + " |")
-    if result["skipped"]:
-        lines += ["", "Skipped (data not installed): " + "; ".join(result["skipped"]) + "."]
-    lines += ["", END_MARKER]
-    return "\n".join(lines) + "\n"
+    for column, c in columns:
+        cells = [f"{c.runs[n].cell()}<br>{c.ratio(n, 'adam').cell()}" for n in stages]
+        cells.append(f"{c.runs['adam'].cell()}<br>{c.runs['adam'].hyperparams_cell()}")
+        lines.append(f"| {column['label']} | {c.num_steps} | " + " | ".join(cells) + " |")
+    if not l2l_study.has_intervals([c for _, c in columns]):
+        lines += ["", l2l_study.no_interval_note("ablation results")]
+    if doc["skipped"]:
+        lines += ["", "Skipped (data not installed): " + "; ".join(doc["skipped"]) + "."]
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -147,9 +148,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tune-tasks", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke test: 4 tasks, 5 steps")
-    p.add_argument("--json-out", type=Path)
-    p.add_argument("--results-md", type=Path)
+    p.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     args.grid = evaluation.DEFAULT_GRID
     if args.quick:
         args.tasks, args.tune_tasks, args.grid = 4, 2, (1e-2, 1e-1)
@@ -159,14 +160,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     t0 = time.perf_counter()
-    result = run(args)
-    result["seconds"] = time.perf_counter() - t0
-    common.emit_json(result, args.json_out)
-    if args.results_md:
-        command = "python benchmarks/l2l_ablation.py " + " ".join(argv or sys.argv[1:])
-        section = render_markdown(result, command)
-        common.write_section(args.results_md, section, BEGIN_MARKER, END_MARKER)
-    return result
+    doc = run(args)
+    doc["seconds"] = time.perf_counter() - t0
+    common.emit_json(doc, args.results_dir / f"{SECTION}.json")
+    return doc
 
 
 if __name__ == "__main__":

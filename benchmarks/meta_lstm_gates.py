@@ -8,22 +8,21 @@ meta-training the forget gate stays close to 1 and the learning rate changes ove
 This script runs the shipped ``meta_lstm_digits`` optimizer (or ``--weights``) on held-out tasks
 of the family it was trained on, records both gates at every step (the optimizer state keeps
 them: ``MetaLSTMState.forget`` and ``.input``), and reports their distribution across all
-coordinates of all tasks per step: median and 5-95% interval. For scale, it also tunes plain
-SGD's learning rate on training tasks of the same family.
+coordinates of all tasks per step: median and 5-95% interval. For scale, it also compares the
+optimizer with plain SGD tuned on training tasks of the same family (``lo.evaluation.compare``).
 
 Usage:
-    python benchmarks/meta_lstm_gates.py --plots-dir benchmarks/figures \
-        --results-md benchmarks/RESULTS.md --json-out benchmarks/meta_lstm_gates.json
-    python benchmarks/meta_lstm_gates.py --quick
+    python benchmarks/meta_lstm_gates.py --plots-dir benchmarks/figures
+    python benchmarks/meta_lstm_gates.py --quick --results-dir /tmp/smoke/results
 
-One JSON document goes to stdout (and to ``--json-out``); ``--results-md`` rewrites this
-benchmark's section of the file, between ``<!-- meta_lstm_gates:begin -->`` and
-``<!-- meta_lstm_gates:end -->``.
+It writes ``benchmarks/results/meta_lstm_gates.json`` (``--results-dir``); ``python
+benchmarks/render.py`` then rewrites its section of RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,7 @@ import _common as common
 import learned_opt as lo
 from learned_opt import evaluation
 
-BEGIN_MARKER = "<!-- meta_lstm_gates:begin -->"
-END_MARKER = "<!-- meta_lstm_gates:end -->"
+SECTION = "meta_lstm_gates"
 QUANTILES = (5, 25, 50, 75, 95)
 
 
@@ -75,11 +73,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     family = lo.tasks.MLP(activation="relu", init_scale=None)  # its training family
     test = evaluation.task_keys(args.seed, args.tasks, "test")
     losses, forget, inputs = record_gates(optimizer, meta_params, family, test, args.steps)
-    sgd = evaluation.tune_baseline(
-        family, "sgd", evaluation.task_keys(args.seed, args.tune_tasks, "train"), args.steps
+    name = "meta_lstm_digits"
+    comparison = evaluation.compare(
+        family,
+        args.steps,
+        {name: (optimizer, meta_params)},
+        tune_keys=evaluation.task_keys(args.seed, args.tune_tasks, "train"),
+        test_keys=test,
+        baselines=("sgd",),
+        tune_learned=False,
     )
     return {
-        "machine": {"cpu": common.cpu_model(), "backend": jax.default_backend()},
+        "command": common.command_line("benchmarks/meta_lstm_gates.py", args.argv),
+        "machine": common.machine(),
         "optimizer": optimizer.config(),
         "family": family.config(),
         "tasks": args.tasks,
@@ -88,7 +94,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "forget": forget.tolist(),
         "input": inputs.tolist(),
         "median_loss": np.median(losses, axis=0).tolist(),
-        "tuned_sgd_lr": sgd.hyperparams["lr"],
+        "tuned_sgd_lr": comparison.runs["sgd"].hyperparams["lr"],
+        "comparison": comparison.to_dict(),
     }
 
 
@@ -129,22 +136,30 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def render_markdown(result: dict[str, Any], command: str, figure: Path | None) -> str:
-    forget, inputs = np.asarray(result["forget"]), np.asarray(result["input"])
-    steps = result["steps"]
+def family_line(family: dict[str, Any]) -> str:
+    """``"MLP, hidden layers [20], relu, LeCun-normal initialisation, digits"``."""
+    init = "LeCun-normal" if family["init_scale"] is None else f"N(0, {family['init_scale']}²)"
+    return (
+        f"MLP, hidden layers {family['hidden_sizes']}, {family['activation']}, {init} "
+        f"initialisation, {family['dataset']}"
+    )
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The Markdown body of this benchmark's section of RESULTS.md."""
+    forget, inputs = np.asarray(doc["forget"]), np.asarray(doc["input"])
+    steps = doc["steps"]
     shown = sorted({1, 2, 5, 10, 20, 50, steps // 2, steps} & set(range(1, steps + 1)))
     lines = [
-        BEGIN_MARKER,
         "## Inside the trained Meta-LSTM: forget and input gates (benchmarks/meta_lstm_gates.py)",
         "",
-        f"Command: `{command}`",
+        f"Command: `{doc['command']}`",
         "",
-        f"Machine: {result['machine']['cpu']}, backend {result['machine']['backend']}. "
-        f"The shipped `meta_lstm_digits` optimizer trains {result['tasks']} held-out tasks of "
-        "its family (MLP 64-20-10, ReLU, LeCun-normal initialisation, digits) for "
-        f"{steps} steps; each cell pools every coordinate of every task at that step: median "
-        "[5th, 95th percentile]. Plain SGD's tuned learning rate on the same family is "
-        f"{result['tuned_sgd_lr']:.3g}.",
+        f"{common.machine_line(doc['machine'])} The shipped `meta_lstm_digits` optimizer trains "
+        f"{doc['tasks']} held-out tasks of its family ({family_line(doc['family'])}) for "
+        f"{steps} steps; each cell pools every coordinate of every "
+        "task at that step: median [5th, 95th percentile]. Plain SGD's tuned learning rate on "
+        f"the same family is {doc['tuned_sgd_lr']:.3g}.",
         "",
         "| step | forget gate f | input gate i (learning rate) | median training loss |",
         "|---:|---|---|---:|",
@@ -153,7 +168,7 @@ def render_markdown(result: dict[str, Any], command: str, figure: Path | None) -
         f, i = forget[:, s - 1], inputs[:, s - 1]
         lines.append(
             f"| {s} | {f[2]:.5f} [{f[0]:.5f}, {f[4]:.5f}] | {i[2]:.3g} [{i[0]:.3g}, {i[4]:.3g}] "
-            f"| {result['median_loss'][s - 1]:.3g} |"
+            f"| {doc['median_loss'][s - 1]:.3g} |"
         )
     lo_f = float(forget[0].min())
     i_med, i_q25, i_q05 = inputs[2], inputs[1], inputs[0]
@@ -166,12 +181,18 @@ def render_markdown(result: dict[str, Any], command: str, figure: Path | None) -
         "at the last step; below the median the rates fall over the run (25th percentile "
         f"{i_q25[0]:.3g} at step 1, {i_q25[-1]:.3g} at the last step; 5th percentile "
         f"{i_q05[0]:.3g} to {i_q05[-1]:.3g}): a learned, per-coordinate annealing schedule.",
-        "",
     ]
-    if figure is not None:
-        lines += [f"![Meta-LSTM gates](figures/{figure.name})", ""]
-    lines.append(END_MARKER)
-    return "\n".join(lines) + "\n"
+    if doc.get("comparison"):
+        c = evaluation.Comparison.from_dict(doc["comparison"])
+        ratio = c.ratio("meta_lstm_digits", "sgd")
+        lines += [
+            "",
+            f"Final loss on the same tasks: Meta-LSTM {c.runs['meta_lstm_digits'].cell()}, tuned "
+            f"SGD {c.runs['sgd'].cell()}; ratio of medians {ratio.cell()}.",
+        ]
+    if doc.get("figure"):
+        lines += ["", f"![Meta-LSTM gates]({doc['figure']})"]
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -182,10 +203,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke test: 4 tasks, 20 steps")
-    p.add_argument("--json-out", type=Path)
+    p.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
     p.add_argument("--plots-dir", type=Path)
-    p.add_argument("--results-md", type=Path)
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     if args.quick:
         args.tasks, args.tune_tasks, args.steps = 4, 2, 20
     return args
@@ -193,19 +214,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    common.emit_json(result, args.json_out, indent=None)
-    figure = None
+    doc = run(args)
     if args.plots_dir:
         args.plots_dir.mkdir(parents=True, exist_ok=True)
         figure = args.plots_dir / "meta_lstm_gates.png"
-        plot(result, figure)
-    if args.results_md:
-        command = "python benchmarks/meta_lstm_gates.py " + " ".join(argv or sys.argv[1:])
-        common.write_section(
-            args.results_md, render_markdown(result, command, figure), BEGIN_MARKER, END_MARKER
-        )
-    return result
+        plot(doc, figure)
+        doc["figure"] = os.path.relpath(figure, args.results_dir.parent)
+    common.emit_json(doc, args.results_dir / f"{SECTION}.json", indent=None)
+    return doc
 
 
 if __name__ == "__main__":

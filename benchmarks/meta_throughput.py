@@ -56,11 +56,8 @@ benchmark's section of the file, between ``<!-- meta_throughput:begin -->`` and
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -145,25 +142,6 @@ def block(tree: PyTree) -> None:
     jax.block_until_ready(tree)
 
 
-def max_rss_mb() -> float:
-    """The process's peak resident set size so far (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def memory_stats(compiled: Any) -> dict[str, Any]:
-    """Sizes from XLA's ``memory_analysis`` of a compiled program, and their sum."""
-    try:
-        stats = compiled.memory_analysis()
-    except Exception as err:  # not every backend implements it
-        return {"error": f"{type(err).__name__}: {err}"[:300]}
-    if stats is None:
-        return {"error": "memory_analysis() returned None"}
-    fields = ("temp", "argument", "output", "alias", "generated_code")
-    out = {f"{f}_bytes": int(getattr(stats, f"{f}_size_in_bytes", 0) or 0) for f in fields}
-    out["peak_bytes"] = out["temp_bytes"] + out["argument_bytes"] + out["output_bytes"]
-    return out
-
-
 def make_mesh(devices: int) -> jax.sharding.Mesh:
     available = jax.devices()
     if len(available) < devices:
@@ -209,12 +187,13 @@ def time_meta_steps(
     after_first = state
     state, metrics = step(state)  # warm-up: the first run of the compiled program
     block((state, metrics))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+    def call() -> tuple[Any, Any]:
+        nonlocal state, metrics
         state, metrics = step(state)
-        block((state, metrics))
-        times.append(time.perf_counter() - t0)
+        return state, metrics
+
+    times = _common.time_calls(call, repeats).seconds
     median = statistics.median(times)
     timing = {
         "first_call_s": first_s,
@@ -346,7 +325,7 @@ def worker_row(family_name: str, impl: str, devices: int, cfg: dict[str, Any]) -
     family = trainer.family
     if family_name == "mlp":
         block(family.batch(family.sample(jax.random.key(0)), jax.random.key(0)))  # load the data
-    rss_before = max_rss_mb()
+    rss_before = _common.peak_rss_mib()
     key = jax.random.key(cfg["seed"])
     row: dict[str, Any] = {
         "family": family_name,
@@ -366,7 +345,7 @@ def worker_row(family_name: str, impl: str, devices: int, cfg: dict[str, Any]) -
         repeats = cfg["repeats"]
         timing, after_first, state = time_meta_steps(trainer.step, state, repeats)
         # Same function and arguments as the timed trainer.step, so XLA's answer is for it.
-        row["xla_memory"] = memory_stats(jax.jit(trainer._step).lower(state).compile())
+        row["xla_memory"] = _common.xla_memory(jax.jit(trainer._step).lower(state).compile())
         row["xla_memory_scope"] = "jax.jit(trainer._step), one meta-step, per device"
     else:
         reference = Reference(trainer)
@@ -376,13 +355,13 @@ def worker_row(family_name: str, impl: str, devices: int, cfg: dict[str, Any]) -
         timing, after_first, state = time_meta_steps(reference.step, state, repeats)
         meta_params, _, runs = state
         per_task = reference.task_step.lower(meta_params, runs[0]).compile()
-        row["xla_memory"] = memory_stats(per_task)
+        row["xla_memory"] = _common.xla_memory(per_task)
         row["xla_memory_scope"] = "the per-task jitted segment meta-gradient program"
     row.update(timing)
     row["repeats"] = repeats
     row["inner_steps_per_s"] = row["inner_steps_per_meta_step"] / timing["step_s_median"]
     row["rss_before_mb"] = rss_before
-    row["max_rss_mb"] = max_rss_mb()
+    row["max_rss_mb"] = _common.peak_rss_mib()
     first_params = after_first.meta_params if impl == "engine" else after_first[0]
     row["_meta_params_after_first_step"] = flat_leaves(first_params)
     return row
@@ -495,7 +474,7 @@ def worker_beat(cfg: dict[str, Any]) -> dict[str, Any]:
         "best_lstm_median": min(h["median"] for h in history),
         "nonfinite_tasks": nonfinite,
         "history": history,
-        "max_rss_mb": max_rss_mb(),
+        "max_rss_mb": _common.peak_rss_mib(),
     }
 
 
@@ -556,43 +535,6 @@ def run_child(
 
 
 # --- the parent: orchestration, machine info, report -------------------------------------------
-
-
-def machine_info(device_info: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "cpu_model": _common.cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gb": _memory_gb(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax_version": jax.__version__,
-        "jaxlib_version": _version("jaxlib"),
-        "optax_version": optax.__version__,
-        "backend": device_info.get("backend"),
-        "jax_devices": device_info.get("devices"),
-        "device_kinds": device_info.get("device_kinds"),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        # A persistent compilation cache would make the compile times meaningless.
-        "jax_compilation_cache_dir": os.environ.get("JAX_COMPILATION_CACHE_DIR"),
-    }
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _memory_gb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024**2
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -717,7 +659,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     return {
         "benchmark": "meta_throughput",
         "command": "python benchmarks/meta_throughput.py " + shlex.join(sys.argv[1:]),
-        "machine": machine_info(info),
+        "machine": _common.machine({**info, "jax_devices": info.get("devices")}),
         "cpu_busy_fraction_before_start": busy,
         "load_average_start": load_start,
         "load_average_end": list(os.getloadavg()),

@@ -2,9 +2,10 @@
 
 Runs each benchmark script in a fresh process with the arguments that produced the published
 tables: the ones that measure speed first, each alone on the machine, then the others two at a
-time (``--jobs``; each is mostly single-threaded on CPU). Each script
-rewrites its own section of the results file, between its ``<!-- name:begin -->`` and
-``<!-- name:end -->`` markers; JSON documents and figures go beside it.
+time (``--jobs``; each is mostly single-threaded on CPU). Each script writes its JSON document
+to ``results/<section>.json`` and its figures to ``figures/`` of the output directory; then
+``render.py`` rewrites RESULTS.md (and, for the published results, the README's table) from
+them. Scripts not yet converted to that contract (``legacy``) still write their own section.
 
 Usage:
     python benchmarks/run_all.py                      # everything, into benchmarks/ (CPU: < 1 h)
@@ -37,57 +38,59 @@ class Benchmark(NamedTuple):
         full: arguments of the published run; ``{out}`` is the output directory.
         quick: arguments of the smoke test.
         timed: it measures speed, so it runs alone on the machine.
+        legacy: it writes its own RESULTS.md section (``--results-md``) instead of a document
+            in ``results/`` for ``render.py``.
     """
 
     script: str
     full: list[str]
     quick: list[str]
     timed: bool = False
+    legacy: bool = False
 
 
-STUDY = ["--plots-dir", "{out}/figures"]
+STUDY = ["--plots-dir", "{out}/figures", "--results-dir", "{out}/results"]
+QUICK = ["--quick", "--baselines", "adam", "nag", "--no-tune-learned"]
 BENCHMARKS: dict[str, Benchmark] = {
     "l2l_mnist": Benchmark(
-        "l2l_study",
-        ["--suites", "lstm_mnist", *STUDY, "--json-out", "{out}/l2l_mnist.json"],
-        ["--quick", "--suites", "lstm_mnist", "--baselines", "adam", "nag", *STUDY],
+        "l2l_study", ["--suites", "lstm_mnist", *STUDY], [*QUICK, "--suites", "lstm_mnist", *STUDY]
     ),
     "l2l_digits": Benchmark(
         "l2l_study",
-        ["--suites", "lstm_digits", *STUDY, "--json-out", "{out}/l2l_digits.json"],
-        ["--quick", "--suites", "lstm_digits", "--baselines", "adam", "nag", *STUDY],
+        ["--suites", "lstm_digits", *STUDY],
+        [*QUICK, "--suites", "lstm_digits", *STUDY],
     ),
     "l2l_quadratic": Benchmark(
         "l2l_study",
-        ["--suites", "rnnprop_quadratic", *STUDY, "--json-out", "{out}/l2l_quadratic.json"],
-        ["--quick", "--suites", "rnnprop_quadratic", "--baselines", "adam", "nag", *STUDY],
+        ["--suites", "rnnprop_quadratic", *STUDY],
+        [*QUICK, "--suites", "rnnprop_quadratic", *STUDY],
     ),
     "l2l_meta_lstm": Benchmark(
         "l2l_study",
-        ["--suites", "meta_lstm_digits", *STUDY, "--json-out", "{out}/l2l_meta_lstm.json"],
-        ["--quick", "--suites", "meta_lstm_digits", "--baselines", "adam", "nag", *STUDY],
+        ["--suites", "meta_lstm_digits", *STUDY],
+        [*QUICK, "--suites", "meta_lstm_digits", *STUDY],
     ),
     "l2l_ablation": Benchmark(
-        "l2l_ablation", ["--json-out", "{out}/l2l_ablation.json"], ["--quick"]
+        "l2l_ablation",
+        ["--results-dir", "{out}/results"],
+        ["--quick", "--results-dir", "{out}/results"],
     ),
-    "meta_lstm_gates": Benchmark(
-        "meta_lstm_gates",
-        ["--plots-dir", "{out}/figures", "--json-out", "{out}/meta_lstm_gates.json"],
-        ["--quick", "--plots-dir", "{out}/figures"],
-    ),
+    "meta_lstm_gates": Benchmark("meta_lstm_gates", STUDY, ["--quick", *STUDY]),
     "fewshot_sinusoid": Benchmark(
         "fewshot_sinusoid",
         ["--json-out", "{out}/fewshot_sinusoid.json", "--plot", "{out}/fewshot_sinusoid.png"],
         ["--quick"],
+        legacy=True,
     ),
     "fewshot_glyphs": Benchmark(
-        "fewshot_glyphs", ["--json-out", "{out}/fewshot_glyphs.json"], ["--quick"]
+        "fewshot_glyphs", ["--json-out", "{out}/fewshot_glyphs.json"], ["--quick"], legacy=True
     ),
     "step_cost": Benchmark(
         "step_cost",
         ["--json-out", "{out}/step_cost.json"],
         ["--sizes", "1e3", "--repeats", "1"],
         timed=True,
+        legacy=True,
     ),
     "meta_throughput": Benchmark(
         "meta_throughput",
@@ -98,9 +101,14 @@ BENCHMARKS: dict[str, Benchmark] = {
         ],
         ["--quick"],
         timed=True,
+        legacy=True,
     ),
     "fewshot_speed": Benchmark(
-        "fewshot_speed", ["--json-out", "{out}/fewshot_speed.json"], ["--quick"], timed=True
+        "fewshot_speed",
+        ["--json-out", "{out}/fewshot_speed.json"],
+        ["--quick"],
+        timed=True,
+        legacy=True,
     ),
 }
 
@@ -109,11 +117,14 @@ def command(name: str, out: Path, quick: bool) -> list[str]:
     """The command line that runs benchmark ``name`` writing into ``out``."""
     bench = BENCHMARKS[name]
     args = [a.format(out=out) for a in (bench.quick if quick else bench.full)]
-    results = ["--results-md", str(out / "RESULTS.md")]
-    script = HERE / f"{bench.script}.py"
-    if script.is_relative_to(Path.cwd()):
-        script = script.relative_to(Path.cwd())
-    return [sys.executable, str(script), *args, *results]
+    if bench.legacy:
+        args += ["--results-md", str(out / "RESULTS.md")]
+    return [sys.executable, _script(bench.script), *args]
+
+
+def _script(name: str) -> str:
+    script = HERE / f"{name}.py"
+    return str(script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else script)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         for job in [j for j in running if j[1].poll() is not None]:
             running.remove(job)
             finish(*job)
+    render = [sys.executable, _script("render"), "--results-dir", str(out / "results")]
+    render += ["--results-md", str(out / "RESULTS.md")]
+    if out.resolve() != HERE:
+        render.append("--results-only")  # the README and model cards show published results
+    print(f"[run_all] {' '.join(render)}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    summary["render"] = {"returncode": subprocess.call(render), "seconds": time.perf_counter() - t0}
     print(json.dumps(summary, indent=2))
     return int(any(s["returncode"] for s in summary.values()))
 

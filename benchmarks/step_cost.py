@@ -39,8 +39,6 @@ import dataclasses
 import gc
 import math
 import os
-import platform
-import resource
 import shlex
 import statistics
 import sys
@@ -166,22 +164,6 @@ def _block(tree: PyTree) -> None:
     jax.block_until_ready(tree)
 
 
-def time_calls(
-    call: Callable[[], Any], repeats: int, min_time: float = 0.0, max_calls: int = 500
-) -> tuple[list[float], int]:
-    """Times ``call`` at least ``repeats`` times and, for fast calls, until ``min_time`` seconds
-    have passed (at most ``max_calls`` calls). Returns seconds per call, minor page faults per
-    call."""
-    times: list[float] = []
-    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    while len(times) < repeats or (sum(times) < min_time and len(times) < max_calls):
-        t0 = time.perf_counter()
-        _block(call())
-        times.append(time.perf_counter() - t0)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
-    return times, faults // len(times)
-
-
 def summarize(times: list[float]) -> dict[str, Any]:
     """Median, min and quartiles in ms; every time too when there are few."""
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
@@ -228,7 +210,7 @@ def time_update(
         return updates, holder["state"]
 
     _block(call())  # warm-up
-    times, faults = time_calls(call, repeats, MIN_TIME)
+    times, faults = _common.time_calls(call, repeats, MIN_TIME)
     return {
         **summarize(times),
         "compile_s": compile_s,
@@ -258,7 +240,7 @@ def time_matmul(n: int, k: int, m: int, in_place: bool, repeats: int) -> dict[st
 
     _block(call())
     _block(call())
-    times, faults = time_calls(call, repeats, MIN_TIME)
+    times, faults = _common.time_calls(call, repeats, MIN_TIME)
     return {**summarize(times), "flops": 2 * n * k * m, "page_faults_per_call": faults}
 
 
@@ -275,39 +257,13 @@ def time_bandwidth(num_floats: int, in_place: bool, repeats: int) -> dict[str, A
 
     _block(call())
     _block(call())
-    times, faults = time_calls(call, repeats, MIN_TIME)
+    times, faults = _common.time_calls(call, repeats, MIN_TIME)
     stats = summarize(times)
     moved = 2 * 4 * num_floats
     stats["bytes"] = moved
     stats["gb_per_s"] = moved / (stats["median_ms"] * 1e-3) / 1e9
     stats["page_faults_per_call"] = faults
     return stats
-
-
-def machine_info() -> dict[str, Any]:
-    """The machine and software versions, for the record."""
-    return {
-        "jax_devices": [f"{d!r} ({d.device_kind})" for d in jax.devices()],
-        "backend": jax.default_backend(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _common.cpu_model(),
-        "platform_processor": platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax_version": jax.__version__,
-        "jaxlib_version": _jaxlib_version(),
-        "optax_version": optax.__version__,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
-def _jaxlib_version() -> str | None:
-    try:
-        import jaxlib
-
-        return jaxlib.__version__
-    except (ImportError, AttributeError):
-        return None
 
 
 def roofline_for_size(
@@ -407,7 +363,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "step_cost",
         "command": "python benchmarks/step_cost.py " + shlex.join(sys.argv[1:]),
-        "machine": machine_info(),
+        "machine": _common.machine(),
         "cpu_busy_fraction_before_start": busy,
         "load_average_start": list(os.getloadavg()),
         "repeats": args.repeats,

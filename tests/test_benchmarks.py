@@ -1,6 +1,8 @@
-"""Smoke tests of the benchmark scripts: the one command that regenerates RESULTS.md works."""
+"""The benchmarks: RESULTS.md and the README's table re-render from the committed JSON alone,
+and the one command that regenerates the results works."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,13 +10,62 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
 
 
-def test_run_all_quick_writes_sections_figures_and_json(tmp_path):
+@pytest.fixture
+def bench():
+    """The benchmark scripts as modules: ``bench.render``, ``bench.l2l_study``."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import l2l_study
+        import render
+
+        yield type("Bench", (), {"render": render, "l2l_study": l2l_study})
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_committed_markdown_equals_what_the_committed_json_renders(bench, capsys):
+    assert bench.render.main(["--check"]) == 0, capsys.readouterr().err
+    for section in bench.render.SECTIONS:
+        doc = json.loads((BENCHMARKS / "results" / f"{section.name}.json").read_text())
+        assert doc["command"].startswith("python benchmarks/") and doc["machine"]["cpu_model"]
+
+
+def test_render_rewrites_stale_sections_and_keeps_everything_else(bench, tmp_path, capsys):
+    results = tmp_path / "RESULTS.md"
+    published = (BENCHMARKS / "RESULTS.md").read_text()
+    begin, end = bench.render.markers("l2l_mnist")
+    inside = published[published.index(begin) : published.index(end)]
+    stale = published.replace(inside, inside.replace("0.369", "0.37")).replace(
+        "<!-- fewshot_speed:end -->", "<!-- fewshot_speed:end -->\n\nA note of our own."
+    )
+    results.write_text(stale)
+    args = ["--results-md", str(results), "--results-only"]
+    assert bench.render.main([*args, "--check"]) == 1
+    assert "differ from the committed JSON" in capsys.readouterr().err
+    assert results.read_text() == stale  # --check writes nothing
+    assert bench.render.main(args) == 0
+    assert results.read_text() == published.replace(
+        "<!-- fewshot_speed:end -->", "<!-- fewshot_speed:end -->\n\nA note of our own."
+    )
+
+
+def test_render_refuses_a_published_section_without_its_json(bench, tmp_path, capsys):
+    shutil.copytree(BENCHMARKS / "results", tmp_path / "results")
+    (tmp_path / "results" / "l2l_ablation.json").unlink()
+    args = ["--results-dir", str(tmp_path / "results"), "--results-only", "--check"]
+    assert bench.render.main(args) == 1
+    assert "l2l_ablation: published, but l2l_ablation.json is missing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_documents_figures_and_renders_them(tmp_path):
     done = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "run_all.py"),
+            str(BENCHMARKS / "run_all.py"),
             "--quick",
             "--only",
             "l2l_quadratic",
@@ -28,20 +79,25 @@ def test_run_all_quick_writes_sections_figures_and_json(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    assert set(summary) == {"l2l_quadratic", "meta_lstm_gates"}
+    assert set(summary) == {"l2l_quadratic", "meta_lstm_gates", "render"}
     assert all(s["returncode"] == 0 for s in summary.values())
+    quadratic = json.loads((tmp_path / "results" / "l2l_quadratic.json").read_text())
+    assert quadratic["command"].startswith("python benchmarks/l2l_study.py --quick")
+    run = quadratic["columns"][0]["comparison"]["runs"]["rnnprop_quadratic"]
+    assert len(run["final"]) == quadratic["settings"]["tasks"] == 4
     text = (tmp_path / "RESULTS.md").read_text()
-    for marker in ("l2l_study", "l2l_study/rnnprop_quadratic", "meta_lstm_gates"):
+    for marker in ("l2l_quadratic", "meta_lstm_gates"):
         assert f"<!-- {marker}:begin -->" in text and f"<!-- {marker}:end -->" in text
-    assert "| 10-d quadratic, 100 steps |" in text
-    assert "forget gate f" in text
+    assert "| 10-d quadratic, 100 steps | 5 | in |" in text
+    assert "rnnprop_quadratic / tuned Adam" in text and "forget gate f" in text
+    assert "(no interval)" not in text  # per-task losses give every ratio its interval
     assert (tmp_path / "figures" / "l2l_rnnprop_quadratic.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "meta_lstm_gates.png").stat().st_size > 10_000
 
 
 def test_run_all_refuses_a_quick_run_over_the_published_results():
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick"],
+        [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick"],
         capture_output=True,
         text=True,
         check=False,
@@ -50,21 +106,9 @@ def test_run_all_refuses_a_quick_run_over_the_published_results():
     assert "--quick needs --out" in done.stderr
 
 
-@pytest.fixture
-def study():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import l2l_study
-
-        yield l2l_study
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-
-
-def test_study_columns_follow_the_l2l_protocol(study):
-    columns = study.mlp_columns("mnist")
-    labels = [c.label for c in columns]
-    assert labels[:3] == ["100 steps (training setting)", "200 steps", "1000 steps"]
+def test_study_columns_follow_the_l2l_protocol_and_say_what_was_trained_on(bench):
+    study = bench.l2l_study
+    columns = study.SUITES["lstm_mnist"]()
     assert [c.steps for c in columns[:3]] == [100, 200, 1000]
     by_label = {c.label: c for c in columns}
     assert by_label["40 hidden units"].options["hidden_sizes"] == (40,)
@@ -73,3 +117,10 @@ def test_study_columns_follow_the_l2l_protocol(study):
     assert by_label["fashion_mnist (dataset shift)"].options == {"dataset": "fashion_mnist"}
     family = study.make_family(by_label["ReLU"])
     assert (family.dataset, family.hidden_sizes, family.batch_size) == ("mnist", (20,), 128)
+    # lstm_mnist was meta-trained on the one-layer network only; lstm_digits on one and two
+    # layers (docs/pretrained.md).
+    trained = {s: [c.label for c in study.SUITES[s]() if c.in_distribution] for s in study.SUITES}
+    assert trained["lstm_mnist"] == ["1 hidden layer of 20, sigmoid, 100 steps"]
+    assert trained["lstm_digits"] == ["1 hidden layer of 20, sigmoid, 100 steps", "2 hidden layers"]
+    assert trained["rnnprop_quadratic"] == ["10-d quadratic, 100 steps"]
+    assert trained["meta_lstm_digits"] == ["ReLU MLP on digits, 100 steps"]

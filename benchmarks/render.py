@@ -1,0 +1,270 @@
+"""Renders every results section of RESULTS.md, and the README's results table, from JSON alone.
+
+Each registered section ``name`` has its document in ``benchmarks/results/<name>.json``
+(written by its script, with the ``"command"`` that made it and the ``"machine"``) and a
+``render(doc) -> str`` in its script; this program replaces the text between
+``<!-- name:begin -->`` and ``<!-- name:end -->`` of RESULTS.md with it (appending the section
+if the markers are missing) and leaves every other line alone. The README's block between
+``<!-- results-table:begin -->`` and ``<!-- results-table:end -->`` and the evaluation table of
+each model card in docs/pretrained.md (``<!-- pretrained/NAME:begin -->``) come from the L2L
+study's documents. Nothing is computed: numbers come from the committed JSON.
+
+Usage:
+    python benchmarks/render.py            # rewrite RESULTS.md, README.md, docs/pretrained.md
+    python benchmarks/render.py --check    # exit 1 if one differs from what it would write
+
+A new benchmark registers its sections in :data:`SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common
+
+HERE = common.HERE
+
+
+class Section(NamedTuple):
+    """A block of RESULTS.md: its marker name (= JSON stem) and the script that renders it."""
+
+    name: str
+    script: str
+
+
+#: Every rendered section of RESULTS.md, in the order they appear.
+SECTIONS: list[Section] = [
+    Section("l2l_mnist", "l2l_study"),
+    Section("l2l_digits", "l2l_study"),
+    Section("l2l_quadratic", "l2l_study"),
+    Section("l2l_meta_lstm", "l2l_study"),
+    Section("l2l_ablation", "l2l_ablation"),
+    Section("meta_lstm_gates", "meta_lstm_gates"),
+]
+README_BLOCK = "results-table"
+#: The model cards whose evaluation table comes from a study section: name -> section.
+MODEL_CARDS = {
+    "lstm_mnist": "l2l_mnist",
+    "lstm_digits": "l2l_digits",
+    "rnnprop_quadratic": "l2l_quadratic",
+    "meta_lstm_digits": "l2l_meta_lstm",
+}
+ROOT = HERE.parent
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The begin and end markers of block ``name``."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """``text`` with block ``name``'s content replaced by ``body`` (appended if absent)."""
+    begin, end = markers(name)
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    start, stop = text.find(begin), text.find(end)
+    if start != -1 and stop > start:
+        return text[:start] + block + text[stop + len(end) :]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def load(results_dir: Path, name: str) -> dict[str, Any] | None:
+    path = results_dir / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _render_fn(script: str) -> Callable[[dict[str, Any]], str]:
+    return importlib.import_module(script).render
+
+
+def render_results(text: str, results_dir: Path, problems: list[str]) -> str:
+    """RESULTS.md's text with every registered section whose JSON exists re-rendered."""
+    for section in SECTIONS:
+        doc = load(results_dir, section.name)
+        if doc is None:
+            if markers(section.name)[0] in text:
+                problems.append(f"{section.name}: published, but {section.name}.json is missing")
+            continue
+        for key in ("command", "machine"):
+            if key not in doc:
+                problems.append(f"{section.name}.json: no {key!r} key")
+        text = replace_block(text, section.name, _render_fn(section.script)(doc))
+    return text
+
+
+def _ratio(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.3g}"
+
+
+def readme_table(docs: dict[str, dict[str, Any]]) -> str:
+    """The README's results block: the MNIST-style columns of the two MLP optimizers."""
+    import l2l_study
+
+    from learned_opt import evaluation
+
+    suites = [(n, s) for n, s in (("lstm_mnist", "l2l_mnist"), ("lstm_digits", "l2l_digits"))]
+    columns = {n: l2l_study.comparisons(docs[s]) for n, s in suites}
+    datasets = {"lstm_mnist": "MNIST", "lstm_digits": "digits"}
+    head = ["problem"]
+    for name in columns:
+        head += [f"`{name}` on {datasets[name]}", "tuned Adam", "best tuned"]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    labels = list(dict.fromkeys(c["label"] for cs in columns.values() for c, _ in cs))
+    for label in labels:
+        cells = [label]
+        for name, cs in columns.items():
+            found = [(col, c) for col, c in cs if col["label"] == label]
+            if not found:
+                cells += ["—"] * 3
+                continue
+            col, c = found[0]
+            value = f"{c.runs[name].median:.3g}" + ("†" if col["in_distribution"] else "")
+            if c.ratio(name, c.best_baseline).verdict == "win":
+                value = f"**{value}**"
+            best = c.runs[c.best_baseline]
+            cells += [
+                value,
+                f"{c.runs['adam'].median:.3g}",
+                f"{best.median:.3g} ({c.best_baseline})",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    all_cs = [c for cs in columns.values() for _, c in cs]
+    intervals = l2l_study.has_intervals(all_cs)
+    notes = [
+        "† in the optimizer's meta-training distribution (see the model cards); every other "
+        "cell is out of it. "
+        + (
+            "Bold: lower than the best tuned baseline with a paired bootstrap interval that "
+            "excludes a tie."
+            if intervals
+            else "Nothing is bold: the committed results predate per-task losses, so these "
+            "medians have no interval yet and no cell can be called a win; the next run of the "
+            "study adds them."
+        )
+    ]
+    worse = []
+    for name, cs in columns.items():
+        for col, c in cs:
+            r = c.ratio(name, "adam")
+            if r.ratio > 1 and r.verdict != "win":
+                worse.append(f"`{name}` on {col['label']} ({_ratio(r.ratio)}x)")
+    if worse:
+        notes.append("Where the median is worse than tuned Adam's: " + "; ".join(worse) + ".")
+    quad = l2l_study.comparisons(docs["l2l_quadratic"])[0][1]
+    learned = "rnnprop_quadratic"
+    best = quad.best_baseline
+    notes.append(
+        f"On {quad.family['dim']}-d quadratics (`{learned}`, {quad.num_steps} steps) the learned "
+        "optimizer "
+        f"reaches {quad.runs[learned].median:.3g} against {quad.runs['adam'].median:.3g} for "
+        f"tuned Adam and {quad.runs[best].median:.3g} for tuned {best}."
+    )
+    ablation = docs.get("l2l_ablation")
+    if ablation:
+        rows = {
+            c["label"]: evaluation.Comparison.from_dict(c["comparison"])
+            for c in ablation["columns"]
+        }
+        mnist = rows.get("MNIST, 100 steps")
+        if mnist is not None:
+            stages = list(ablation["stages"])
+            first, last = stages[0], stages[-1]
+            notes.append(
+                "What each change to meta-training did is measured too: RNNprop inputs, a "
+                "broader family and random scaling (Lv et al. 2017) took the digits optimizer "
+                f"from {mnist.runs[first].median:.3g} to {mnist.runs[last].median:.3g} on MNIST "
+                f"(tuned Adam: {mnist.runs['adam'].median:.3g}) without ever seeing MNIST."
+            )
+    first = columns["lstm_mnist"][0][1]
+    hidden, activation = first.family["hidden_sizes"], first.family["activation"]
+    header = (
+        "The L2L study ([`benchmarks/l2l_study.py`](benchmarks/l2l_study.py)): the shipped "
+        "optimizers, untuned, against Adam, RMSprop, SGD, SGD with momentum and NAG, each tuned "
+        "per problem on training tasks (learning rate, and momentum where it has one); median "
+        f"final training loss on {first.num_tasks} held-out tasks. The MLP problems are those "
+        f"of Andrychowicz et al. (2016): {len(hidden)} hidden layer of {hidden[0]} {activation} "
+        f"units at {first.num_steps} steps, then the paper's generalisation columns."
+    )
+    return "\n".join([header, "", *lines, "", *[f"{n}\n" for n in notes]]).rstrip()
+
+
+def render_readme(text: str, results_dir: Path, problems: list[str]) -> str:
+    """README.md's text with its results block re-rendered."""
+    needed = ("l2l_mnist", "l2l_digits", "l2l_quadratic")
+    docs = {n: load(results_dir, n) for n in (*needed, "l2l_ablation")}
+    missing = [n for n in needed if docs[n] is None]
+    if missing:
+        problems.append(f"README results table: missing {missing}")
+        return text
+    if markers(README_BLOCK)[0] not in text:
+        problems.append(f"README: no {markers(README_BLOCK)[0]} marker")
+        return text
+    return replace_block(text, README_BLOCK, readme_table(docs))
+
+
+def render_cards(text: str, results_dir: Path, problems: list[str]) -> str:
+    """docs/pretrained.md's text with every model card's evaluation table re-rendered."""
+    import l2l_study
+
+    for name, section in MODEL_CARDS.items():
+        doc = load(results_dir, section)
+        if doc is None or markers(f"pretrained/{name}")[0] not in text:
+            problems.append(f"model card {name}: no {section}.json or no marker")
+            continue
+        text = replace_block(text, f"pretrained/{name}", l2l_study.render_card(doc))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if a file is out of date")
+    p.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
+    p.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--model-cards", type=Path, default=ROOT / "docs" / "pretrained.md")
+    p.add_argument(
+        "--results-only",
+        action="store_true",
+        help="render RESULTS.md only, leaving the README and the model cards alone",
+    )
+    args = p.parse_args(argv)
+    problems: list[str] = []
+    outputs = [(args.results_md, render_results)]
+    if not args.results_only:
+        outputs += [(args.readme, render_readme), (args.model_cards, render_cards)]
+    stale = []
+    for path, render in outputs:
+        old = path.read_text() if path.exists() else f"{common.TITLE}\n"
+        new = render(old, args.results_dir, problems)
+        if new == old:
+            continue
+        stale.append(path)
+        if args.check:
+            diff = difflib.unified_diff(
+                old.splitlines(), new.splitlines(), str(path), "rendered", lineterm="", n=1
+            )
+            print("\n".join(list(diff)[:40]), file=sys.stderr)
+        else:
+            common.write_atomic(path, new)
+    for problem in problems:
+        print(f"render: {problem}", file=sys.stderr)
+    if args.check and stale:
+        print(
+            f"render: {', '.join(map(str, stale))} differ from the committed JSON; run "
+            "python benchmarks/render.py",
+            file=sys.stderr,
+        )
+    return int(bool(problems) or (args.check and bool(stale)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
