@@ -311,7 +311,8 @@ def render(doc: dict[str, Any]) -> str:
         cells = [column["label"], str(c.num_steps), "in" if column["in_distribution"] else "out"]
         for n in runs:
             run = c.runs.get(n)
-            hyper = f"<br>{run.hyperparams_cell()}" if run and run.kind == "baseline" else ""
+            tuned = run is not None and run.kind in ("baseline", "learned_tuned_lr")
+            hyper = f"<br>{run.hyperparams_cell()}" if tuned else ""
             cells.append("—" if run is None else run.cell() + hyper)
         cells += [c.ratio(n, "adam").cell() for n in learned]
         cells.append(

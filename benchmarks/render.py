@@ -48,6 +48,8 @@ SECTIONS: list[Section] = [
     Section("l2l_digits", "l2l_study"),
     Section("l2l_quadratic", "l2l_study"),
     Section("l2l_meta_lstm", "l2l_study"),
+    Section("generalist", "train_generalist"),
+    Section("generalization", "generalization"),
     Section("l2l_ablation", "l2l_ablation"),
     Section("meta_lstm_gates", "meta_lstm_gates"),
 ]
@@ -221,6 +223,16 @@ def render_cards(text: str, results_dir: Path, problems: list[str]) -> str:
             problems.append(f"model card {name}: no {section}.json or no marker")
             continue
         text = replace_block(text, f"pretrained/{name}", l2l_study.render_card(doc))
+    general = load(results_dir, "generalization")
+    if general is not None:
+        import generalization
+
+        for name in general["optimizers"]:
+            block = f"pretrained-generalization/{name}"
+            if markers(block)[0] not in text:
+                problems.append(f"model card {name}: no {markers(block)[0]} marker")
+                continue
+            text = replace_block(text, block, generalization.render_card(general, name))
     return text
 
 

@@ -50,7 +50,7 @@ class Benchmark(NamedTuple):
 
 
 STUDY = ["--plots-dir", "{out}/figures", "--results-dir", "{out}/results"]
-QUICK = ["--quick", "--baselines", "adam", "nag", "--no-tune-learned"]
+QUICK = ["--quick", "--baselines", "adam", "nag"]
 BENCHMARKS: dict[str, Benchmark] = {
     "l2l_mnist": Benchmark(
         "l2l_study", ["--suites", "lstm_mnist", *STUDY], [*QUICK, "--suites", "lstm_mnist", *STUDY]
@@ -76,6 +76,21 @@ BENCHMARKS: dict[str, Benchmark] = {
         ["--quick", "--results-dir", "{out}/results"],
     ),
     "meta_lstm_gates": Benchmark("meta_lstm_gates", STUDY, ["--quick", *STUDY]),
+    "generalization": Benchmark(
+        "generalization",
+        ["--results-dir", "{out}/results"],
+        [
+            "--quick",
+            "--no-tune-learned",
+            "--optimizers",
+            "lstm_digits",
+            "--results-dir",
+            "{out}/results",
+            "--problems",
+            "least_squares_1e4",
+            "mlp_deep",
+        ],
+    ),
     "fewshot_sinusoid": Benchmark(
         "fewshot_sinusoid",
         ["--json-out", "{out}/fewshot_sinusoid.json", "--plot", "{out}/fewshot_sinusoid.png"],

@@ -11,9 +11,12 @@ from learned_opt.io import load as load
 from learned_opt.io import save as save
 from learned_opt.meta.checkpoint import CheckpointError as CheckpointError
 from learned_opt.meta.estimators import PES as PES
+from learned_opt.meta.estimators import GradientEstimator as GradientEstimator
 from learned_opt.meta.estimators import TruncatedBackprop as TruncatedBackprop
+from learned_opt.meta.state import MetaTrainState as MetaTrainState
 from learned_opt.meta.trainer import MetaTrainer as MetaTrainer
-from learned_opt.meta.trainer import MetaTrainState as MetaTrainState
+from learned_opt.meta.trainer import MetaTrainingError as MetaTrainingError
+from learned_opt.meta.trainer import MetaTrainingWarning as MetaTrainingWarning
 from learned_opt.optimizers import LearnedOptimizer as LearnedOptimizer
 from learned_opt.optimizers import LearnedRule as LearnedRule
 from learned_opt.optimizers import LearnedRuleState as LearnedRuleState

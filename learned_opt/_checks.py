@@ -1,7 +1,8 @@
-"""Argument checks shared by constructors: one clear ``ValueError``/``TypeError`` line each.
+"""Constructor argument checks shared by task families, optimizers and the meta-training engine.
 
-Every check names the argument and says what was expected, e.g.
-``hidden_size: expected a positive int, got 4.0``.
+Each check raises one clear error naming the argument: :class:`ArgumentTypeError` (a
+``TypeError`` and a ``ValueError``) for a value of the wrong type (a string where a number is
+expected, a bool where an integer is), ``ValueError`` for a value out of range.
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Collection
 from typing import Any
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type; also a ``ValueError``, so one ``except ValueError`` catches
+    every bad argument value."""
 
 
 def check(condition: bool, message: str) -> None:
@@ -19,37 +25,30 @@ def check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def boolean(name: str, value: Any) -> bool:
-    """Returns ``value`` if it is a ``bool`` (numpy bools too); ``1`` or ``"no"`` are refused.
-
-    Example:
-        >>> from learned_opt._checks import boolean
-        >>> boolean("use_loss", True)
-        True
-        >>> boolean("use_loss", "no")
-        Traceback (most recent call last):
-        ...
-        TypeError: use_loss: expected a bool, got 'no'
-    """
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return bool(value)
-    raise TypeError(f"{name}: expected a bool, got {value!r}")
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def integer(name: str, value: Any, *, minimum: int = 1) -> int:
-    """Returns ``value`` as an ``int`` if it is an integer ``>= minimum`` (bools, floats refused).
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """Checks that ``value`` is an integer (not a bool) of at least ``minimum``; returns it.
 
     Example:
         >>> from learned_opt._checks import integer
-        >>> integer("hidden_size", 4.0)
+        >>> integer("dim", 4, minimum=1)
+        4
+        >>> integer("dim", "four", minimum=1)
         Traceback (most recent call last):
         ...
-        TypeError: hidden_size: expected a positive int, got 4.0
+        learned_opt._checks.ArgumentTypeError: dim: expected an integer >= 1, got 'four'
     """
-    kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected {kind}, got {value!r}")
-    check(value >= minimum, f"{name}: expected {kind}, got {value!r}")
+    bound = "" if minimum is None else f" >= {minimum}"
+    if not _is_integer(value):
+        raise ArgumentTypeError(f"{name}: expected an integer{bound}, got {value!r}")
+    check(minimum is None or value >= minimum, f"{name}: expected an integer{bound}, got {value}")
     return int(value)
 
 
@@ -57,81 +56,107 @@ def real(
     name: str,
     value: Any,
     *,
-    low: float = -math.inf,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    inclusive: bool = True,
+    inclusive_maximum: bool = True,
 ) -> float:
-    """Returns ``value`` as a finite ``float`` within the given bounds (bools and strings refused).
+    """Checks that ``value`` is a finite real number (not a bool) within the bounds; returns it.
+
+    ``inclusive=False`` excludes ``minimum`` itself (``> minimum`` instead of ``>=``), and
+    ``inclusive_maximum=False`` excludes ``maximum``.
 
     Example:
         >>> from learned_opt._checks import real
-        >>> real("preprocess_p", 0.0, low=0.0, low_open=True)
+        >>> real("scale", 2, minimum=0.0, inclusive=False)
+        2.0
+        >>> real("scale", 0.0, minimum=0.0, inclusive=False)
         Traceback (most recent call last):
         ...
-        ValueError: preprocess_p: expected a finite number in (0, inf), got 0.0
+        ValueError: scale: expected a finite number > 0.0, got 0.0
+        >>> real("decay", 1.0, minimum=0.0, maximum=1.0, inclusive_maximum=False)
+        Traceback (most recent call last):
+        ...
+        ValueError: decay: expected a finite number >= 0.0 and < 1.0, got 1.0
     """
-    left = "(" if low_open or low == -math.inf else "["
-    right = ")" if high_open or high == math.inf else "]"
-    interval = f"{left}{low:g}, {high:g}{right}"
-    expected = f"{name}: expected a finite number in {interval}, got {value!r}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(expected)
+    bounds = []
+    if minimum is not None:
+        bounds.append(f"{'>=' if inclusive else '>'} {minimum}")
+    if maximum is not None:
+        bounds.append(f"{'<=' if inclusive_maximum else '<'} {maximum}")
+    expected = f"{name}: expected a finite number{' ' if bounds else ''}{' and '.join(bounds)}"
+    if not _is_real(value):
+        raise ArgumentTypeError(f"{expected}, got {value!r}")
     value = float(value)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    check(math.isfinite(value) and not too_low and not too_high, expected)
+    low_ok = minimum is None or (value >= minimum if inclusive else value > minimum)
+    high_ok = maximum is None or (value <= maximum if inclusive_maximum else value < maximum)
+    check(math.isfinite(value) and low_ok and high_ok, f"{expected}, got {value}")
     return value
 
 
-def choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """Returns ``value`` if it is one of ``choices``.
+def reals(name: str, value: Any, **bounds: Any) -> tuple[float, ...]:
+    """Checks a sequence of numbers (e.g. a JSON list) with :func:`real`'s bounds; a tuple.
+
+    Example:
+        >>> from learned_opt._checks import reals
+        >>> reals("decays", [0.5, 0.9], minimum=0.0, maximum=1.0, inclusive_maximum=False)
+        (0.5, 0.9)
+    """
+    if not isinstance(value, list | tuple):
+        raise ArgumentTypeError(f"{name}: expected a sequence of numbers, got {value!r}")
+    return tuple(real(f"{name}[{i}]", v, **bounds) for i, v in enumerate(value))
+
+
+def boolean(name: str, value: Any) -> bool:
+    """Checks that ``value`` is a bool (``1`` or ``"no"`` are not); returns it.
+
+    Example:
+        >>> from learned_opt._checks import boolean
+        >>> boolean("rotate", "no")
+        Traceback (most recent call last):
+        ...
+        learned_opt._checks.ArgumentTypeError: rotate: expected True or False, got 'no'
+    """
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
+def choice(name: str, value: Any, options: Collection[Any]) -> Any:
+    """Checks that ``value`` is one of ``options``; returns it.
 
     Example:
         >>> from learned_opt._checks import choice
-        >>> choice("preprocess", "log", ("log_sign", "none"))
+        >>> choice("meta_loss", "max", ("sum", "log_mean"))
         Traceback (most recent call last):
         ...
-        ValueError: preprocess: expected one of ('log_sign', 'none'), got 'log'
+        ValueError: meta_loss: expected one of ('sum', 'log_mean'), got 'max'
     """
-    check(value in tuple(choices), f"{name}: expected one of {tuple(choices)}, got {value!r}")
+    try:
+        ok = value in options
+    except TypeError:  # an unhashable value tested against a set
+        ok = False
+    check(ok, f"{name}: expected one of {tuple(options)}, got {value!r}")
     return value
 
 
 def positive_ints(name: str, value: Any, *, allow_empty: bool = False) -> tuple[int, ...]:
     """Normalises an int or a sequence of ints (e.g. a JSON list) to a tuple of positive ints."""
-    try:
-        values = tuple(value) if hasattr(value, "__iter__") else (value,)
-        valid = not any(isinstance(v, bool) for v in values)
-        values = tuple(operator.index(v) for v in values)
-        valid = valid and (allow_empty or bool(values)) and all(v >= 1 for v in values)
-    except TypeError:
-        valid = False
-    check(valid, f"{name}: expected positive integers, got {value!r}")
-    return values
-
-
-def reals(name: str, value: Any, **bounds: Any) -> tuple[float, ...]:
-    """Normalises a sequence of numbers (e.g. a JSON list) to a tuple of floats within bounds.
-
-    Example:
-        >>> from learned_opt._checks import reals
-        >>> reals("decays", [0.5, 0.9], low=0.0, high=1.0, high_open=True)
-        (0.5, 0.9)
-    """
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise TypeError(f"{name}: expected a sequence of numbers, got {value!r}")
-    return tuple(real(f"{name}[{i}]", v, **bounds) for i, v in enumerate(value))
+    values = tuple(value) if isinstance(value, list | tuple) else (value,)
+    valid = (allow_empty or bool(values)) and all(_is_integer(v) and v >= 1 for v in values)
+    if not valid:
+        kind = ArgumentTypeError if not all(_is_integer(v) for v in values) else ValueError
+        raise kind(f"{name}: expected positive integers, got {value!r}")
+    return tuple(operator.index(v) for v in values)
 
 
 def float_range(name: str, value: Any) -> tuple[float, float]:
     """Normalises a ``(low, high)`` pair (e.g. a JSON list) to floats with ``low <= high``."""
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected (low, high), got {value!r}") from None
+    if not (isinstance(value, list | tuple) and len(value) == 2 and all(map(_is_real, value))):
+        raise ArgumentTypeError(f"{name}: expected (low, high), got {value!r}")
+    low, high = (float(v) for v in value)
     check(
-        math.isfinite(low) and math.isfinite(high) and low <= high,
-        f"{name}: need finite low <= high, got {value!r}",
+        math.isfinite(low) and math.isfinite(high), f"{name}: expected finite values, got {value!r}"
     )
+    check(low <= high, f"{name}: need low <= high, got {value!r}")
     return low, high

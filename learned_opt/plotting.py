@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from learned_opt._files import atomic_write_bytes
 
 
 def _figure(ncols: int = 1):
@@ -18,11 +21,14 @@ def _figure(ncols: int = 1):
 
 
 def _save(fig, path: str | Path) -> None:
+    """Writes the figure atomically (a reader never sees half a PNG), in the suffix's format."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_meta_training(metrics: Sequence[Mapping[str, float]], path: str | Path) -> None:

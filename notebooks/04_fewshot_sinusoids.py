@@ -30,32 +30,30 @@
 #
 # Every task is $y = A \sin(x - \varphi)$ with amplitude $A \sim U[0.1, 5]$, phase
 # $\varphi \sim U[0, \pi]$ and inputs $x \sim U[-5, 5]$; the model is a 1-40-40-1 ReLU network.
-# A method sees K points of a new task (the *support set*), fine-tunes with SGD (learning rate
-# 0.01), and is scored by the mean squared error on 100 fresh points of that task (the *query
-# set*).
+# A method sees K points of a new task (the *support set*), adapts with its inner optimizer,
+# and is scored by the mean squared error on 100 fresh points of that task (the *query set*).
 #
 # Set `LEARNED_OPT_NOTEBOOK_QUICK=1` to run it on smaller settings (the test suite does).
 
 # %%
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-import optax
 
 import learned_opt as lo
 from learned_opt import fewshot
 
 QUICK = os.environ.get("LEARNED_OPT_NOTEBOOK_QUICK") == "1"
-ITERATIONS = 200 if QUICK else 10_000  # meta-iterations (the MAML paper's code runs 70,000)
+ITERATIONS = 200 if QUICK else 5_000  # meta-iterations (the MAML paper's code runs 70,000)
 META_BATCH = 10 if QUICK else 25  # tasks per meta-iteration
 TEST_TASKS = 50 if QUICK else 500
 K_TRAIN = 10  # support and query points per task during meta-training
 K_TEST = 5  # support points of a test task
 FINE_TUNE_STEPS = 10
-ALPHA = 0.01  # the inner (fine-tuning) SGD learning rate
 
 family = lo.tasks.Sinusoid()
 initial_params = family.init(None, jax.random.key(0))
@@ -65,46 +63,38 @@ initial_params = family.init(None, jax.random.key(0))
 #
 # Each function of `lo.fewshot` returns a learner: pure, jitted functions `init`, `update`
 # (one meta-iteration on a batch of tasks), `adapt` (fine-tune on one support set) and
-# `evaluate` (query loss after 0, 1, ..., n fine-tuning steps). The settings are those of
-# `benchmarks/fewshot_sinusoid.py`, after the papers: MAML with one inner SGD step of 0.01 and
-# Adam 1e-3 as meta-optimizer; Reptile with 5 inner SGD steps of 0.01 and a meta step size
-# annealed linearly from 1 to 0; pre-training with Adam 1e-3.
+# `evaluate` (query loss after 0, 1, ..., n fine-tuning steps). Their defaults follow the
+# papers: MAML with one inner SGD step of 0.01 and Adam 1e-3 as meta-optimizer; Reptile with 5
+# inner steps of Adam ($\beta_1 = 0$, rate 0.01) that alternate between a task's support and
+# query points, and a meta step of 1; pre-training with Adam 1e-3, fine-tuned with SGD at 0.01.
 
 # %%
 apply = family.apply
 learners = {
-    "pre-training": fewshot.pretrain(apply, "mse", optimizer=optax.adam(1e-3), inner=ALPHA),
-    "MAML": fewshot.maml(apply, "mse", inner=ALPHA, meta_optimizer=optax.adam(1e-3)),
-    "first-order MAML": fewshot.first_order_maml(
-        apply, "mse", inner=ALPHA, meta_optimizer=optax.adam(1e-3)
-    ),
-    "Reptile": fewshot.reptile(
-        apply,
-        "mse",
-        inner=ALPHA,
-        num_inner_steps=5,
-        meta_step_size=optax.linear_schedule(1.0, 0.0, ITERATIONS),
-    ),
+    "pre-training": fewshot.pretrain(apply, "mse"),
+    "MAML": fewshot.maml(apply, "mse"),
+    "first-order MAML": fewshot.first_order_maml(apply, "mse"),
+    "Reptile": fewshot.reptile(apply, "mse"),
 }
-states = {name: learner.init(initial_params) for name, learner in learners.items()}
 
 # %% [markdown]
 # ## Meta-training
 #
 # `fewshot.sample_episodes(family, key, num_tasks, k_support, k_query)` draws a batch of tasks
-# with their support and query sets. Every method meta-trains on the same batches. (For long
-# runs of one method, `fewshot.fit(learner, state, sample, key, n)` runs `n` meta-iterations
-# in one compiled `lax.scan`.)
+# with their support and query sets; `fewshot.fit(learner, state, sample, key, n)` runs `n`
+# meta-iterations in one compiled `lax.scan`. Every method meta-trains on the same batches (the
+# same key), so each sees the same tasks: an equal budget.
 
 # %%
-train_losses = {name: [] for name in learners}
-for iteration in range(ITERATIONS):
-    episodes = fewshot.sample_episodes(
-        family, jax.random.fold_in(jax.random.key(1), iteration), META_BATCH, K_TRAIN, K_TRAIN
+sample = functools.partial(
+    fewshot.sample_episodes, family, num_tasks=META_BATCH, k_support=K_TRAIN, k_query=K_TRAIN
+)
+states, train_losses = {}, {}
+for name, learner in learners.items():
+    state = learner.init(initial_params)
+    states[name], train_losses[name] = fewshot.fit(
+        learner, state, sample, jax.random.key(1), ITERATIONS
     )
-    for name, learner in learners.items():
-        states[name], loss = learner.update(states[name], episodes)
-        train_losses[name].append(loss)
 for name, losses in train_losses.items():
     losses = np.asarray(losses)
     print(f"{name:>16}: training loss {losses[:50].mean():.3f} -> {losses[-50:].mean():.3f}")
@@ -112,16 +102,14 @@ for name, losses in train_losses.items():
 # %% [markdown]
 # ## Fine-tuning on new tasks
 #
-# The test tasks come from a key never used in meta-training. Every method fine-tunes the same
-# way, with SGD at 0.01 on the K = 5 support points, so we evaluate them all with one learner's
-# `evaluate` (compiled once), starting from each method's meta-learned initial parameters.
+# The test tasks come from a key never used in meta-training. Each method adapts with its own
+# inner optimizer on the K = 5 support points.
 
 # %%
 test = fewshot.sample_episodes(family, jax.random.key(2), TEST_TASKS, K_TEST, 100)
-fine_tune = fewshot.maml(apply, "mse", inner=ALPHA)  # only its inner loop is used
 mse = {
-    name: np.asarray(fine_tune.evaluate(fine_tune.init(state.params), test, FINE_TUNE_STEPS))
-    for name, state in states.items()
+    name: np.asarray(learner.evaluate(states[name], test, FINE_TUNE_STEPS))
+    for name, learner in learners.items()
 }
 print("query MSE after 0 / 1 / 5 / 10 fine-tuning steps: mean over test tasks | median")
 for name, values in mse.items():
@@ -131,13 +119,10 @@ for name, values in mse.items():
 
 # %% [markdown]
 # For reference, Finn et al. (2017) report 5-shot mean MSEs of 0.67 / 0.38 / 0.35 for MAML and
-# 2.41 / 2.23 / 2.19 for pre-training after 1 / 5 / 10 steps, after 70,000 meta-iterations.
-# With the full settings here (10,000 meta-iterations) MAML gets close to its published
-# numbers, Reptile and first-order MAML trail it, and pre-training barely improves with
-# fine-tuning. Pre-training's *mean* can even grow with more steps: its initialisation was
-# never trained to be fine-tuned, and on a few test tasks SGD at 0.01 diverges from it, which
-# the mean over tasks shows and the median does not. MAML's initialisation is trained for
-# exactly this step size.
+# 2.41 / 2.23 / 2.19 for pre-training after 1 / 5 / 10 steps, after 70,000 meta-iterations;
+# `benchmarks/RESULTS.md` has every method at an equal budget with its step sizes tuned.
+# Pre-training's initialisation was never trained to be fine-tuned, so a few steps of SGD help
+# it little. MAML's initialisation is trained for exactly its inner step size.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -154,8 +139,8 @@ axes[0].grid(alpha=0.3)
 # One test task: the function, its 5 support points, and each method's fit after 10 steps.
 support = jax.tree.map(lambda a: a[0], test.support)
 x_grid = jnp.linspace(-5.0, 5.0, 200)[:, None]
-for name, state in states.items():
-    adapted = fine_tune.adapt(fine_tune.init(state.params), support, FINE_TUNE_STEPS)
+for name, learner in learners.items():
+    adapted = learner.adapt(states[name], support, FINE_TUNE_STEPS)
     axes[1].plot(x_grid[:, 0], apply(adapted, x_grid)[:, 0], label=name)
 x_query, y_query = test.query[0][0][:, 0], test.query[1][0][:, 0]
 order = jnp.argsort(x_query)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,23 +37,31 @@ class Bowl(lo.tasks.TaskFamily):
         return 0.5 * jnp.sum((params - task_params["target"]) ** 2)
 
 
+class GDState(NamedTuple):
+    count: jax.Array
+    spec: Any
+
+
 @dataclasses.dataclass(frozen=True)
-class LearnedGD:
+class LearnedGD(lo.LearnedOptimizer):
     """A learned optimizer whose direction is the gradient and whose step size is meta_params.
 
-    It has the optimizer API ``compare`` uses (``scale_by``, ``learning_rate``, ``as_optax``):
-    at step size ``lr`` it is exactly ``optax.sgd(lr)``.
+    At step size ``lr`` (``scale_by`` then ``optax.scale_by_learning_rate(lr)``) it is exactly
+    ``optax.sgd(lr)``.
     """
 
-    def scale_by(self, meta_params):
-        return optax.with_extra_args_support(optax.identity())
+    def init(self, key):
+        return {"lr": jnp.float32(0.01)}
+
+    def init_state(self, meta_params, params):
+        spec = jax.tree.map(lambda p: jnp.zeros((0, *p.shape), p.dtype), params)
+        return GDState(jnp.zeros((), jnp.int32), spec)
 
     def learning_rate(self, meta_params):
         return meta_params["lr"]
 
-    def as_optax(self, meta_params, learning_rate=None):
-        lr = self.learning_rate(meta_params) if learning_rate is None else learning_rate
-        return optax.chain(self.scale_by(meta_params), optax.scale_by_learning_rate(lr))
+    def _direction(self, meta_params, state, grads, params, loss):
+        return grads, state._replace(count=state.count + 1)
 
 
 def test_task_key_splits_are_disjoint_and_validation_is_new():
@@ -121,11 +130,27 @@ def test_tuning_picks_the_known_best_learning_rate_of_a_quadratic():
     assert sgd.hyperparams == {"lr": 1.0} and not sgd.at_edge
     others = [score for (lr,), score in sgd.scores.items() if lr != 1.0]
     assert sgd.scores[(1.0,)] < 1e-10 < 1e-3 < min(others)
-    learned = evaluation.tune_step_size(Bowl(), LearnedGD(), {"lr": 0.01}, keys, 5)
-    assert (learned.learning_rate, learned.builtin, learned.at_edge) == (1.0, 0.01, False)
+    learned = evaluation.tune_step_size(Bowl(), LearnedGD(), LearnedGD().init(None), keys, 5)
+    assert (learned.learning_rate, learned.at_edge) == (1.0, False)
+    assert learned.builtin == pytest.approx(0.01)
     assert learned.scores == pytest.approx({lr: sgd.scores[(lr,)] for lr in learned.scores})
-    edge = evaluation.tune_step_size(Bowl(), LearnedGD(), {"lr": 0.01}, keys, 5, grid=(1e-3, 0.1))
+    edge = evaluation.tune_step_size(
+        Bowl(), LearnedGD(), LearnedGD().init(None), keys, 5, grid=(1e-3, 0.1)
+    )
     assert (edge.learning_rate, edge.at_edge) == (0.1, True)
+
+
+def test_the_tuned_path_at_the_builtin_step_size_is_the_shipped_optimizer():
+    optimizer, meta_params = lo.load_pretrained("rnnprop_quadratic")
+    keys, family = evaluation.task_keys(0, 3, "test"), lo.tasks.Quadratic()
+    shipped = evaluation.learned_curves(family, optimizer, meta_params, keys, 10)
+    builtin = float(optimizer.learning_rate(meta_params))
+    losses, final = evaluation.run_scaled_learned(
+        family, optimizer, meta_params, [builtin, 10 * builtin], keys, 10
+    )
+    np.testing.assert_allclose(final[0], shipped.final, rtol=1e-6)
+    np.testing.assert_allclose(losses[0], shipped.losses, rtol=1e-6)
+    assert not np.allclose(final[1], shipped.final)
 
 
 def test_adamw_cosine_decays_its_step_to_zero_over_the_run():
@@ -154,7 +179,7 @@ def test_the_same_test_key_gives_every_optimizer_the_same_task_and_start():
 
 @pytest.fixture(scope="module")
 def comparison():
-    learned = {"gd": (LearnedGD(), {"lr": jnp.float32(0.01)}), "diverges": optax.sgd(1e19)}
+    learned = {"gd": (LearnedGD(), LearnedGD().init(None)), "diverges": optax.sgd(1e19)}
     return evaluation.compare(
         Bowl(),
         5,
@@ -224,7 +249,7 @@ def test_compare_rejects_bad_input():
                            references=("nag",))  # fmt: skip
     with pytest.raises(ValueError, match=r"learned: names \['adam'\] clash"):
         evaluation.compare(Bowl(), 5, {"adam": optax.sgd(0.1)}, tune_keys=tune, test_keys=test)
-    with pytest.raises(ValueError, match=r"num_steps: expected a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"num_steps: expected an integer >= 1, got 0"):
         evaluation.compare(Bowl(), 0, {}, tune_keys=tune, test_keys=test)
     with pytest.raises(TypeError, match=r"learned\['x'\]: expected \(optimizer, meta_params\)"):
         evaluation.compare(Bowl(), 5, {"x": [1]}, tune_keys=tune, test_keys=test, baselines=())

@@ -2,8 +2,9 @@
 
 import dataclasses
 import functools
-import importlib.util
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -46,10 +47,11 @@ def mse_of(params, batch):
     return jnp.mean((tanh_apply(params, x) - y) ** 2)
 
 
-def sgd_steps(params, batch, lr, num_steps):
-    """Plain-Python SGD on one task: the reference inner loop."""
-    for _ in range(num_steps):
-        grads = jax.grad(mse_of)(params, batch)
+def sgd_steps(params, batch, lr, num_steps, alternate=None):
+    """Plain-Python SGD on one task: the reference inner loop (odd steps on ``alternate``)."""
+    for step in range(num_steps):
+        on = batch if alternate is None or step % 2 == 0 else alternate
+        grads = jax.grad(mse_of)(params, on)
         params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
     return params
 
@@ -130,7 +132,9 @@ def test_reptile_update_is_step_toward_adapted_params(schedule):
     step_size = optax.constant_schedule(epsilon) if schedule else epsilon
     learner = fewshot.reptile(tanh_apply, inner=LR, num_inner_steps=3, meta_step_size=step_size)
     new, loss = learner.update(learner.init(params), episodes)
-    adapted = [sgd_steps(params, task(episodes, i).support, LR, 3) for i in range(2)]
+    # Reptile's inner loop alternates support, query, support.
+    tasks = [task(episodes, i) for i in range(2)]
+    adapted = [sgd_steps(params, support, LR, 3, alternate=query) for support, query in tasks]
     expected = jax.tree.map(
         lambda p, a0, a1: p + epsilon * ((a0 - p) + (a1 - p)) / 2, params, *adapted
     )
@@ -138,6 +142,41 @@ def test_reptile_update_is_step_toward_adapted_params(schedule):
     query_losses = [mse_of(a, task(episodes, i).query) for i, a in enumerate(adapted)]
     np.testing.assert_allclose(loss, sum(query_losses) / 2, rtol=1e-5)
     assert int(new.count) == 1
+
+
+@pytest.mark.parametrize("num_steps", [3, 4])
+def test_inner_loop_alternates_batches_and_scores_every_step(num_steps):
+    params, episodes = tiny_params(), tiny_episodes(num_tasks=1)
+    support, query = task(episodes, 0)
+    adapted, scores = fewshot.inner_loop(
+        mse_of,
+        optax.sgd(LR),
+        params,
+        support,
+        num_steps,
+        score=lambda p: mse_of(p, query),
+        alternate=query,
+    )
+    assert scores.shape == (num_steps + 1,)
+    for s in range(num_steps + 1):
+        expected = mse_of(sgd_steps(params, support, LR, s, alternate=query), query)
+        np.testing.assert_allclose(scores[s], expected, rtol=1e-5)
+    expected = sgd_steps(params, support, LR, num_steps, alternate=query)
+    assert_trees_close(adapted, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_task_chunk_gives_the_vectorised_results():
+    params, episodes = tiny_params(), tiny_episodes(num_tasks=3)
+    vectorised = fewshot.maml(tanh_apply, inner=LR, num_inner_steps=2)
+    state = vectorised.init(params)
+    new, loss = vectorised.update(state, episodes)
+    curves = vectorised.evaluate(state, episodes, 2)
+    for chunk in (1, 2):  # 2 does not divide the 3 tasks
+        chunked = fewshot.maml(tanh_apply, inner=LR, num_inner_steps=2, task_chunk=chunk)
+        new_c, loss_c = chunked.update(state, episodes)
+        assert_trees_close(new_c.params, new.params, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(loss_c, loss, rtol=1e-5)
+        np.testing.assert_allclose(chunked.evaluate(state, episodes, 2), curves, rtol=1e-5)
 
 
 def test_pretrain_update_is_gradient_of_joint_loss():
@@ -218,51 +257,57 @@ def test_meta_lstm_trains_optimizer_and_initial_params():
     )
 
 
-SMALL = Sinusoid(hidden_sizes=(32, 32))
-
-METHODS = {
-    "maml": lambda: fewshot.maml(SMALL.apply, inner=0.01, meta_optimizer=optax.adam(3e-3)),
-    "first_order_maml": lambda: fewshot.first_order_maml(
-        SMALL.apply, inner=0.01, meta_optimizer=optax.adam(3e-3)
-    ),
-    "reptile": lambda: fewshot.reptile(
-        SMALL.apply, inner=0.01, num_inner_steps=5, meta_step_size=0.5
-    ),
-    "pretrain": lambda: fewshot.pretrain(SMALL.apply, optimizer=optax.adam(1e-2)),
-    "meta_lstm": lambda: fewshot.meta_lstm(
-        SMALL.apply,
-        optimizer=lo.MetaLSTMOptimizer(hidden_size=4),
-        num_inner_steps=1,
-        meta_optimizer=optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3)),
-    ),
-}
-
-
-@functools.cache
-def sinusoid_pool():
-    """Training and test episodes, sampled once (their sampling compiles once)."""
-    train = fewshot.sample_episodes(SMALL, jax.random.key(1), 1024, 10, 10)
-    test = fewshot.sample_episodes(SMALL, jax.random.key(2), 50, 10, 20)
-    return train, test
+@pytest.mark.parametrize("learning_rate", [None, 0.05, 0.4])
+def test_meta_lstm_starts_as_sgd_at_its_learning_rate(learning_rate):
+    """Forget gate near 1, input gate near the given rate (Ravi & Larochelle's initialisation)."""
+    family = Sinusoid(hidden_sizes=(16,))
+    params = family.init(None, jax.random.key(0))  # zero biases: no forget-gate decay term
+    learner = fewshot.meta_lstm(family.apply, learning_rate=learning_rate)
+    state = learner.init(params)
+    support = family.points(family.sample(jax.random.key(1)), jax.random.key(2), 10)
+    grads = jax.grad(lambda p: fewshot.mse(family.apply(p, support[0]), support[1]))(params)
+    adapted = learner.adapt(state, support, 1)
+    ratios = np.concatenate(
+        [-(a["b"] - p["b"]) / g["b"] for a, p, g in zip(adapted, params, grads, strict=True)]
+    )
+    rate = 1 / (1 + np.exp(4.5)) if learning_rate is None else learning_rate  # U[-5, -4]
+    # The bias range spans a factor e around the rate; the small gate weights add a little.
+    assert np.exp(-0.8) * rate < ratios.min() and ratios.max() < np.exp(0.8) * rate
+    with pytest.raises(ValueError, match="learning_rate"):
+        fewshot.meta_lstm(family.apply, learning_rate=1.5)
 
 
-def from_pool(pool, key, num_tasks=8):
-    """A batch of ``num_tasks`` episodes drawn from ``pool``."""
-    idx = jax.random.randint(key, (num_tasks,), 0, pool.support[0].shape[0])
-    return jax.tree.map(lambda a: a[idx], pool)
+#: Meta-iterations x tasks each method's defaults get below; the slow ones (first-order MAML
+#: learns slowest per task, the Meta-LSTM learner costs most per task) run in CI's second step.
+DEFAULTS_BUDGET = [
+    ("maml", 3000, 4),
+    ("reptile", 3000, 4),
+    pytest.param("first_order_maml", 3000, 25, marks=pytest.mark.slow),
+    pytest.param("pretrain", 3000, 4, marks=pytest.mark.slow),
+    pytest.param("meta_lstm", 3000, 4, marks=pytest.mark.slow),
+]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_methods_reduce_query_loss_on_sinusoids(method):
-    train, test = sinusoid_pool()
-    learner = METHODS[method]()
-    state = learner.init(SMALL.init(None, jax.random.key(0)))
-    before = learner.evaluate(state, test, 1)[:, 1].mean()
-    sample = functools.partial(from_pool, train)
-    state, losses = fewshot.fit(learner, state, sample, jax.random.key(3), 300)
-    after = learner.evaluate(state, test, 1)[:, 1].mean()
-    assert losses.shape == (300,) and int(state.count) == 300
-    assert float(after) < 0.7 * float(before), (float(before), float(after))
+@pytest.mark.parametrize("method, iterations, tasks", DEFAULTS_BUDGET)
+def test_defaults_learn_to_adapt_to_new_sinusoid_tasks(method, iterations, tasks):
+    """Every method with its defaults (the public API, the 1-40-40-1 network of the MAML paper),
+    meta-trained on K = 10 episodes, then adapted to 5 points of 100 tasks it never saw."""
+    family = Sinusoid()
+    # One task at a time: the Meta-LSTM learner's per-coordinate LSTM is ~10x faster so on CPU.
+    chunk = {"task_chunk": 1} if method == "meta_lstm" else {}
+    learner = getattr(fewshot, method)(family.apply, "mse", **chunk)
+    state = learner.init(family.init(None, jax.random.key(0)))
+    sample = functools.partial(
+        fewshot.sample_episodes, family, num_tasks=tasks, k_support=10, k_query=10
+    )
+    state, _ = fewshot.fit(learner, state, sample, jax.random.key(1), iterations)
+    new_tasks = fewshot.sample_episodes(family, jax.random.key(2), 100, 5, 50)
+    mse = np.asarray(learner.evaluate(state, new_tasks, 10)).mean(axis=0)
+    assert np.isfinite(mse).all() and mse[1] < mse[0], mse
+    if method == "pretrain":  # the baseline: trained to fit all tasks, not to adapt
+        assert mse[10] < 0.95 * mse[0], mse
+    else:
+        assert mse[10] < 0.5 * mse[0], mse
 
 
 def test_flax_nnx_model_via_split_and_merge():
@@ -332,26 +377,88 @@ def test_errors_on_bad_input():
         fewshot.reptile(tanh_apply, inner=lo.MetaLSTMOptimizer())
 
 
-def load_benchmark(name):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def benchmarks():
+    """The few-shot benchmark scripts as modules (``benchmarks/`` on the path meanwhile)."""
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield {name: importlib.import_module(name) for name in BENCHMARK_SCRIPTS}
+    finally:
+        sys.path.remove(folder)
 
 
-def test_sinusoid_benchmark_quick_mode(tmp_path):
-    bench = load_benchmark("fewshot_sinusoid")
-    md = tmp_path / "RESULTS.md"
-    md.write_text("# results\n\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n")
-    argv = ["--quick", "--methods", "maml", "--shots", "5", "--json-out", str(tmp_path / "r.json")]
-    argv += ["--plot", str(tmp_path / "p.png"), "--results-md", str(md)]
-    result = bench.main(argv)
-    r = json.loads((tmp_path / "r.json").read_text())["methods"]["maml"]["results"]["5"]
-    assert len(r["mse"]) == len(r["ci95"]) == 11 and all(c > 0 for c in r["ci95"])
-    assert result["protocol"]["test_tasks"] == 100
-    assert (tmp_path / "p.png").stat().st_size > 1000
-    text = md.read_text()
-    assert "keep me" in text and text.count(bench.BEGIN_MARKER) == 1
-    bench.main(argv)  # rewriting replaces the section instead of appending another
-    assert md.read_text().count(bench.END_MARKER) == 1 and "keep me" in md.read_text()
+BENCHMARK_SCRIPTS = ("fewshot_common", "fewshot_sinusoid", "fewshot_glyphs", "fewshot_speed")
+
+
+def test_paired_intervals_and_target_verdicts(benchmarks):
+    common = benchmarks["fewshot_common"]
+    b = np.random.default_rng(0).uniform(1.0, 2.0, 50)
+    ratio, low, high = common.paired_interval(2.0 * b, b, "ratio")  # paired: no spread at all
+    np.testing.assert_allclose([ratio, low, high], 2.0, rtol=1e-9)
+    noisy = b + np.random.default_rng(1).normal(0.0, 0.1, 50) - 0.5
+    diff, low, high = common.paired_interval(noisy, b, "difference")
+    assert low < diff < high and low < -0.45 and high > -0.55 and high - low < 0.1
+    with pytest.raises(ValueError, match="kind"):
+        common.paired_interval(b, b, "quotient")
+    verdict = common.target_verdict
+    assert verdict(1.02, 1.08, 1.10, at_most=True) == "meets"
+    assert verdict(1.12, 1.30, 1.10, at_most=True) == "misses"
+    assert verdict(1.05, 1.15, 1.10, at_most=True) == "straddles"
+    assert verdict(-1.5, -0.2, -2.0, at_most=False) == "meets"
+    assert verdict(-4.0, -2.5, -2.0, at_most=False) == "misses"
+    grids = {"alphas": [0.01, 0.1, 0.4], "reptile_rates": [0.003, 0.01]}
+    assert common.describe("maml", {"alpha": 0.4}, grids) == "alpha 0.4*"  # at the edge
+    assert common.describe("maml", {"alpha": 0.1}, grids) == "alpha 0.1"
+    assert common.describe("reptile", {"adam_rate": 0.01, "meta_step": 1.0}, grids) == (
+        "Adam 0.01, ε 1"  # a two-point grid has no inside: no mark
+    )
+
+
+@pytest.mark.slow
+def test_sinusoid_benchmark_quick_run_renders_from_its_document(benchmarks, tmp_path):
+    bench = benchmarks["fewshot_sinusoid"]
+    argv = ["--quick", "--methods", "maml", "meta_lstm", "--shots", "5", "--alphas", "0.01"]
+    argv += ["--results-dir", str(tmp_path / "results"), "--plots-dir", str(tmp_path / "figures")]
+    bench.main(argv)
+    doc = json.loads((tmp_path / "results" / "fewshot_sinusoid.json").read_text())
+    assert doc["command"].startswith("python benchmarks/fewshot_sinusoid.py --quick")
+    maml = doc["methods"]["maml"]["settings"]["5"]
+    assert len(maml["mean"]) == len(maml["ci95"]) == 11 and all(c > 0 for c in maml["ci95"])
+    assert 0 <= maml["chosen_step"] <= 10 and doc["protocol"]["task_visits"] == 6 * 4
+    lstm = doc["methods"]["meta_lstm"]["settings"]["5"]["hyperparameters"]
+    assert lstm == {"initial_input_gate": 0.01}  # MAML's chosen alpha
+    assert len(doc["meta_lstm_gates"]["input"]) == 10
+    assert (tmp_path / "figures" / "fewshot_sinusoid.png").stat().st_size > 1000
+    text = bench.render(doc)
+    assert "| chosen | alpha 0.01 | input gate from 0.01 |" in text
+    assert "Meta-LSTM learner / MAML error at K = 5:" in text
+    assert "(figures/fewshot_sinusoid.png)" in text
+
+
+@pytest.mark.slow
+def test_glyph_benchmark_quick_run_renders_from_its_document(benchmarks, tmp_path):
+    bench = benchmarks["fewshot_glyphs"]
+    argv = ["--quick", "--settings", "5-way 5-shot", "--methods", "maml", "reptile"]
+    bench.main([*argv, "--results-dir", str(tmp_path)])
+    doc = json.loads((tmp_path / "fewshot_glyphs.json").read_text())
+    record = doc["settings"]["5-way 5-shot"]
+    assert (
+        set(record["methods"]) == {"maml", "reptile"}
+        and len(record["methods"]["reptile"]["grid"]) == 4
+    )
+    assert 0 <= record["pixels"]["mean"] <= 100
+    text = bench.render(doc)
+    assert "pixel space classifies 5-way 5-shot" in text
+    assert "Reptile within 3 points of MAML" not in text  # a 5-way 1-shot target
+
+
+@pytest.mark.slow
+def test_speed_benchmark_quick_run(benchmarks, tmp_path):
+    bench = benchmarks["fewshot_speed"]
+    bench.main(["--quick", "--methods", "maml", "first_order_maml", "--results-dir", str(tmp_path)])
+    doc = json.loads((tmp_path / "fewshot_speed.json").read_text())
+    rows = {(r["workload"], r["method"], r["task_chunk"]) for r in doc["rows"]}
+    assert ("glyphs", "maml", 1) in rows and ("glyphs", "maml", None) in rows
+    assert all(r["iterations_per_s"] > 0 for r in doc["rows"])
+    assert "first-order MAML runs" in bench.render(doc)

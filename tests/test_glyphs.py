@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -91,7 +92,7 @@ def test_class_split_is_disjoint_and_complete():
 
 def test_family_tasks_use_only_their_split(font, tmp_path):
     path, _ = font
-    settings = make(path, tmp_path, num_train_classes=30)
+    settings = make(path, tmp_path, num_train_classes=30, image_size=16, channels=4)
     train = Glyphs(ways=5, split="train", **settings)
     test = Glyphs(ways=5, split="test", **settings)
     assert not set(train.classes()) & set(test.classes())
@@ -101,7 +102,7 @@ def test_family_tasks_use_only_their_split(font, tmp_path):
     assert all(len(set(row)) == 5 for row in drawn)
     episodes = fewshot.sample_episodes(test, jax.random.key(1), 3, 2, 4)
     (xs, ys), (xq, yq) = episodes
-    assert xs.shape == (3, 10, 144) and xq.shape == (3, 20, 144) and yq.shape == (3, 20)
+    assert xs.shape == (3, 10, 256) and xq.shape == (3, 20, 256) and yq.shape == (3, 20)
     assert ys[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert float(xs.max()) <= 1.0 and float(xs.min()) >= 0.0
     # Support and query images of a task are different instances.
@@ -113,9 +114,47 @@ def test_family_tasks_use_only_their_split(font, tmp_path):
     assert np.isfinite(float(test.loss(None, params, (xs[0], ys[0]))))
 
 
+def test_conv_learner_is_four_normalised_blocks_and_a_linear_head():
+    family = Glyphs(
+        ways=3,
+        image_size=20,
+        channels=6,
+        num_classes=10,
+        num_train_classes=5,
+        fonts=(),
+        cache_dir="unused",
+    )
+    params = family.init(None, jax.random.key(0))
+    assert [sorted(block) for block in params[:4]] == [["offset", "scale", "w"]] * 4
+    assert [block["w"].shape for block in params] == [(3, 3, 1, 6)] + [(3, 3, 6, 6)] * 3 + [(6, 3)]
+    x = jax.random.uniform(jax.random.key(1), (7, 400))
+    assert family.apply(params, x).shape == (7, 3)
+    # 20 -> 10 -> 5 -> 2 -> 1 pixels; 32 pixels keep a 2x2 map for the head.
+    assert [glyphs.pooled_size(n) for n in (16, 20, 28, 32)] == [1, 1, 1, 2]
+    # Batch normalisation uses the batch's own statistics: zero mean, unit variance per channel.
+    h = 3.0 + 2.0 * jax.random.normal(jax.random.key(2), (4, 5, 5, 2))
+    normed = glyphs.batch_norm(h, jnp.ones(2), jnp.zeros(2))
+    np.testing.assert_allclose(normed.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(normed.var(axis=(0, 1, 2)), 1.0, rtol=1e-3)
+    # Max-pooling keeps the largest of every 2x2 block and drops an odd last row and column.
+    grid = jnp.arange(25.0).reshape(1, 5, 5, 1)
+    assert glyphs.max_pool2(grid)[0, :, :, 0].tolist() == [[6.0, 8.0], [16.0, 18.0]]
+    mlp = Glyphs(
+        ways=3,
+        image_size=12,
+        model="mlp",
+        hidden_sizes=(8,),
+        num_classes=10,
+        num_train_classes=5,
+        fonts=(),
+        cache_dir="unused",
+    )
+    assert [layer["w"].shape for layer in mlp.init(None, jax.random.key(0))] == [(144, 8), (8, 3)]
+
+
 def test_errors(font, tmp_path):
     path, _ = font
-    settings = make(path, tmp_path, num_train_classes=30)
+    settings = make(path, tmp_path, num_train_classes=30, image_size=16)
     family = Glyphs(ways=5, split="test", **settings)
     with pytest.raises(ValueError, match="exceeds the 6"):
         fewshot.sample_episodes(family, jax.random.key(0), 2, 3, 4)
@@ -123,6 +162,12 @@ def test_errors(font, tmp_path):
         Glyphs(ways=20, split="test", **settings)
     with pytest.raises(ValueError, match="split"):
         Glyphs(split="val", **settings)
+    with pytest.raises(ValueError, match="image_size: the conv model needs at least 16"):
+        Glyphs(**{**settings, "image_size": 12})
+    with pytest.raises(ValueError, match="model: expected 'conv' or 'mlp'"):
+        Glyphs(model="resnet", **settings)
+    with pytest.raises(ValueError, match="channels"):
+        Glyphs(channels=0, **settings)
     with pytest.raises(ValueError, match="distinct characters"):
         glyphs.generate(**make(path, tmp_path, num_classes=100))
     with pytest.raises(FileNotFoundError, match="apt-get install unifont"):

@@ -1,12 +1,15 @@
 """Saving and loading learned optimizers: round trips, small atomic files, clear errors."""
 
 import functools
+import hashlib
+import json
 import os
 import re
 import stat
 
 import jax
 import jax.numpy as jnp
+import msgpack
 import numpy as np
 import pytest
 from flax import serialization
@@ -95,19 +98,34 @@ def test_missing_file(tmp_path):
 
 
 def _edit(change):
-    """A corrupter: re-encodes the saved file's msgpack map after ``change(payload)``."""
+    """A corrupter: re-encodes the file after ``change(outer, body)``, with a valid checksum.
+
+    ``outer`` is the file's map and ``body`` its decoded payload; the checksum is recomputed,
+    so the file gets past it and the check after it must refuse the file.
+    """
 
     def make(opt, meta_params):
-        payload = serialization.msgpack_restore(io.to_bytes(opt, meta_params))
-        change(payload)
-        return serialization.msgpack_serialize(payload)
+        outer = msgpack.unpackb(io.to_bytes(opt, meta_params))
+        body = serialization.msgpack_restore(outer["payload"])
+        change(outer, body)
+        outer["payload"] = serialization.msgpack_serialize(body)
+        outer["sha256"] = hashlib.sha256(outer["payload"]).hexdigest()
+        return msgpack.packb(outer)
 
     return make
+
+
+def _flip(opt, meta_params):
+    """One bit flipped in the middle of the file (inside the weights' bytes)."""
+    data = bytearray(io.to_bytes(opt, meta_params))
+    data[len(data) // 2] ^= 0x10
+    return bytes(data)
 
 
 #: name -> (bytes from (optimizer, meta_params), what the error message must say).
 _BAD_FILES = {
     "truncated": (lambda o, m: io.to_bytes(o, m)[:-100], "corrupt or truncated"),
+    "bit_flip_in_weights": (_flip, "corrupt file: its contents do not match their SHA-256"),
     "random_bytes": (
         lambda o, m: np.random.default_rng(0).bytes(4096),
         "(corrupt or truncated|not a learned_opt optimizer file)",
@@ -117,19 +135,29 @@ _BAD_FILES = {
         "not a learned_opt optimizer file",
     ),
     "version_999": (
-        _edit(lambda p: p.update(format_version=999)),
+        _edit(lambda outer, body: outer.update(format_version=999)),
         "format version 999 is not supported",
     ),
+    "extra_entry": (
+        _edit(lambda outer, body: outer.update(note="hi")),
+        r"malformed file: expected the entries \['format', 'format_version', 'payload', 'sha256'\]",
+    ),
     "wrong_shape": (
-        _edit(lambda p: p["config"].update(hidden_size=5)),
+        _edit(lambda outer, body: body["config"].update(hidden_size=5)),
         r"weight \['layers'\]\[0\]\['b'\] is \(\(80,\).*expected \(20,\)",
     ),
     "unknown_architecture": (
-        _edit(lambda p: p.update(architecture="TransformerOptimizer")),
+        _edit(lambda outer, body: body.update(architecture="TransformerOptimizer")),
         "unknown learned optimizer 'TransformerOptimizer'",
     ),
-    "config_not_a_map": (_edit(lambda p: p.update(config=[1, 2])), "'config'.*must be maps"),
-    "weights_not_a_map": (_edit(lambda p: p.update(meta_params=3)), "'meta_params'.*must be maps"),
+    "config_not_a_map": (
+        _edit(lambda outer, body: body.update(config=[1, 2])),
+        "'config'.*must be maps",
+    ),
+    "weights_not_a_map": (
+        _edit(lambda outer, body: body.update(meta_params=3)),
+        "'meta_params'.*must be maps",
+    ),
 }
 
 
@@ -145,12 +173,61 @@ def test_load_error_names_file_and_problem(saved, case):
         lo.load(path)
 
 
-def test_saved_file_has_the_permissions_of_a_new_file(tmp_path):
+def test_saved_file_is_durable_and_has_the_permissions_of_a_new_file(tmp_path, monkeypatch):
     opt = lo.LearnedRule()
     path = tmp_path / "rule.msgpack"
-    old = os.umask(0o022)
+    old = os.umask(0o027)
+    synced = []
+    real_fsync = os.fsync
+
+    def umask(mask):
+        raise AssertionError("the process umask must not be changed")
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "umask", umask)
+    monkeypatch.setattr(os, "fsync", fsync)
     try:
         lo.save(path, opt, opt.init(jax.random.key(0)))
     finally:
+        monkeypatch.undo()
         os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert synced == [False, True]  # the file, then its folder
+
+
+def test_version_1_files_still_load(tmp_path):
+    # The previous format: one map, no checksum (the shipped weights until they are re-saved).
+    opt = lo.LSTMOptimizer(hidden_size=3, num_layers=1)
+    meta_params = opt.init(jax.random.key(0))
+    old = {
+        "format": "learned_opt",
+        "format_version": 1,
+        "architecture": "LSTMOptimizer",
+        "config": json.loads(json.dumps(opt.config())),
+        "meta_params": serialization.to_state_dict(jax.tree.map(np.asarray, meta_params)),
+    }
+    path = tmp_path / "old.msgpack"
+    path.write_bytes(serialization.msgpack_serialize(old))
+    loaded, loaded_params = lo.load(path)
+    assert loaded == opt
+    jax.tree.map(np.testing.assert_array_equal, loaded_params, meta_params)
+    assert msgpack.unpackb(io.to_bytes(opt, meta_params))["format_version"] == 2
+
+
+def test_save_refuses_weights_that_do_not_fit_the_architecture(tmp_path):
+    opt = lo.LSTMOptimizer(hidden_size=3, num_layers=1)
+    other = lo.LSTMOptimizer(hidden_size=4, num_layers=1).init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"^meta_params: weight \['layers'\]\[0\]\['b'\] is"):
+        lo.save(tmp_path / "opt.msgpack", opt, other)
+    assert not (tmp_path / "opt.msgpack").exists()
+
+
+def test_files_store_the_architecture_by_qualified_name():
+    rule = lo.LearnedRule()
+    body = serialization.msgpack_restore(
+        msgpack.unpackb(io.to_bytes(rule, rule.init(jax.random.key(0))))["payload"]
+    )
+    assert body["architecture"] == "learned_opt.optimizers.learned_rule.LearnedRule"

@@ -22,7 +22,7 @@ GENERALIST = lo.LSTMOptimizer(
     param_input=True,
     step_input=True,
     update_norm="rms",
-    magnitude_output=True,
+    magnitude_output="tensor",
     output_scale=1e-3,
 )
 

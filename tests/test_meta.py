@@ -1,6 +1,7 @@
 """Meta-training engine: unrolls, gradient estimators, non-finite handling, sharding."""
 
 import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def test_runs_are_desynchronised_and_reset_at_the_horizon():
     est = lo.TruncatedBackprop(unroll_length=5, horizon=20)
     mp = SMALL_LSTM.init(jax.random.key(0))
     runs = est.init(SMALL_LSTM, QUAD, mp, jax.random.key(1), num_tasks=8)
+    np.testing.assert_array_equal(runs.horizon, 20)
     assert sorted(np.asarray(runs.step).tolist()) == [0, 0, 5, 5, 10, 10, 15, 15]
     estimate, runs2 = est.estimate(SMALL_LSTM, QUAD, mp, runs, jax.random.key(2))
     assert not estimate.resets.any()
@@ -107,49 +109,6 @@ def test_pes_accumulates_perturbations_until_reset():
     assert np.asarray(s2.positive.step).tolist() == [4, 2]
 
 
-@dataclasses.dataclass(frozen=True)
-class PoisonedQuadratic(lo.tasks.TaskFamily):
-    """Half of the tasks (or all, with ``fraction=1``) have a NaN loss."""
-
-    fraction: float = 0.5
-
-    def sample(self, key):
-        k1, k2 = jax.random.split(key)
-        return {**QUAD.sample(k1), "poison": jax.random.uniform(k2) < self.fraction}
-
-    def init(self, task_params, key):
-        return QUAD.init(task_params, key)
-
-    def batch(self, task_params, key):
-        return ()
-
-    def loss(self, task_params, params, batch):
-        loss = QUAD.loss(task_params, params, batch)
-        return jnp.where(task_params["poison"], jnp.nan, loss)
-
-
-@pytest.mark.parametrize("estimator", [lo.TruncatedBackprop(5, 10), lo.PES(5, 10)])
-def test_nonfinite_tasks_never_reach_the_meta_parameters(estimator):
-    trainer = lo.MetaTrainer(SMALL_LSTM, PoisonedQuadratic(), estimator, num_tasks=8)
-    state = trainer.init(jax.random.key(0))
-    before = state.meta_params
-    counted = 0
-    for _ in range(3):
-        state, metrics = trainer.step(state)
-        counted += int(metrics["nonfinite_tasks"])
-        assert np.isfinite(float(metrics["meta_loss"]))
-    assert counted > 0
-    assert lo.meta.unroll.is_finite(state.meta_params)
-    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), before, state.meta_params)
-    assert any(jax.tree.leaves(changed))
-
-    all_bad = lo.MetaTrainer(SMALL_LSTM, PoisonedQuadratic(1.0), estimator, num_tasks=4)
-    state = all_bad.init(jax.random.key(0), meta_params=before)
-    state, metrics = all_bad.step(state)
-    assert int(metrics["nonfinite_tasks"]) == 4
-    jax.tree.map(np.testing.assert_array_equal, state.meta_params, before)
-
-
 def test_meta_training_improves_the_optimizer():
     opt = lo.LSTMOptimizer(hidden_size=8, num_layers=1, output_scale=0.1)
     family = lo.tasks.Quadratic(dim=10)
@@ -190,6 +149,105 @@ def test_task_chunks_compute_the_same_estimate(estimator):
         )
 
 
+def test_a_mixture_step_is_the_task_weighted_mean_of_the_families_meta_gradients():
+    rule = lo.LearnedRule()
+    small, large = lo.tasks.Quadratic(dim=3), lo.tasks.Quadratic(dim=5)
+    mixture = lo.tasks.Mixture(((small, 4), (large, 2)))
+    est = lo.TruncatedBackprop(unroll_length=3, horizon=6)
+    trainer = lo.MetaTrainer(rule, mixture, est, optax.sgd(1.0), clip_norm=None)
+    state = trainer.init(jax.random.key(0))
+    shapes = [s.params.shape for s in state.estimator_state]
+    assert trainer.num_tasks == 6 and shapes == [(4, 3), (2, 5)]
+    new, metrics = trainer.step(state)
+    # Each family on its own (truncated backprop draws nothing from the key).
+    per_family = [
+        est.estimate(rule, family, state.meta_params, runs, jax.random.key(9))[0]
+        for family, runs in zip((small, large), state.estimator_state, strict=True)
+    ]
+    assert all(bool(e.finite.all()) for e in per_family)
+    means = [jax.tree.map(lambda g: g.mean(0), e.grads) for e in per_family]
+    expected = jax.tree.map(lambda a, b: (4 * a + 2 * b) / 6, *means)
+    applied = jax.tree.map(jnp.subtract, state.meta_params, new.meta_params)  # SGD, rate 1
+    close = functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=1e-7)
+    jax.tree.map(close, applied, expected)
+    unweighted = jax.tree.map(lambda a, b: (a + b) / 2, *means)
+    assert not np.allclose(unweighted["log_lr"], expected["log_lr"], rtol=1e-3)
+    for label, e in zip(("quadratic_0", "quadratic_1"), per_family, strict=True):
+        np.testing.assert_allclose(metrics[f"meta_loss/{label}"], e.meta_loss.mean(), rtol=1e-5)
+    small_loss, large_loss = (e.meta_loss.mean() for e in per_family)
+    np.testing.assert_allclose(
+        metrics["meta_loss"], (4 * small_loss + 2 * large_loss) / 6, rtol=1e-5
+    )
+    trainer.step(new)
+    assert trainer._jitted[False]._cache_size() == 1  # one program for the whole mixture
+    with pytest.raises(ValueError, match=r"num_tasks: a mixture sets its own \(6\); got 8"):
+        lo.MetaTrainer(rule, mixture, est, num_tasks=8)
+    with pytest.raises(TypeError, match=r"components\[1\]: expected a TaskFamily, got str"):
+        lo.tasks.Mixture(((small, 2), ("mlp", 2)))
+    with pytest.raises(ValueError, match=r"components\[0\] num_tasks: expected a positive int"):
+        lo.tasks.Mixture(((small, 0),))
+
+
+def test_random_horizons_stay_in_range_and_differ_across_runs_and_resets():
+    rule = lo.LearnedRule()
+    mp = rule.init(jax.random.key(0))
+    est = lo.PES(unroll_length=5, horizon=[10, 400])
+    assert est.horizon == (10, 400) and est.config()["horizon"] == (10, 400)
+    state = est.init(rule, QUAD, mp, jax.random.key(1), 64)
+    horizons, steps = np.asarray(state.positive.horizon), np.asarray(state.positive.step)
+    np.testing.assert_array_equal(horizons, np.asarray(state.negative.horizon))
+    assert horizons.min() >= 10 and horizons.max() <= 400 and (horizons % 5 == 0).all()
+    assert len(set(horizons.tolist())) > 20
+    assert (steps < horizons).all() and (steps % 5 == 0).all() and steps.max() > 5
+    # Send every run to reset: each draws a new horizon.
+    done = state._replace(positive=state.positive._replace(step=state.positive.horizon))
+    _, after = est.estimate(rule, QUAD, mp, done, jax.random.key(2))
+    fresh = np.asarray(after.positive.horizon)
+    np.testing.assert_array_equal(np.asarray(after.positive.step), 5)
+    assert fresh.min() >= 10 and fresh.max() <= 400 and (fresh != horizons).mean() > 0.8
+    bad_horizons = {
+        (10, 401): "multiple of unroll_length",
+        (20, 10): "low <= high",
+        (0, 10): "horizon: expected an integer >= 1, got 0",
+        (2, 10): r"horizon: expected at least unroll_length \(5\), got \(2, 10\)",
+        (10,): "pair",
+    }
+    for bad, match in bad_horizons.items():
+        with pytest.raises((TypeError, ValueError), match=match):
+            lo.PES(unroll_length=5, horizon=bad)
+
+
+def test_estimators_implement_the_public_protocol():
+    pes, tbptt = lo.PES(5, 10), lo.TruncatedBackprop(5, 10)
+    assert isinstance(pes, lo.GradientEstimator) and isinstance(tbptt, lo.GradientEstimator)
+    assert not isinstance(object(), lo.GradientEstimator)
+    # The trainer asks the estimator how many inner steps a meta-step takes (no isinstance).
+    assert lo.MetaTrainer(SMALL_LSTM, QUAD, pes, num_tasks=4).inner_steps_per_meta_step() == 40
+    assert lo.MetaTrainer(SMALL_LSTM, QUAD, tbptt, num_tasks=4).inner_steps_per_meta_step() == 20
+    assert pes.config() == {
+        "name": "PES", "unroll_length": 5, "horizon": 10, "meta_loss": "sum",
+        "task_chunk": None, "std": 0.01,
+    }  # fmt: skip
+
+
+def test_trainer_and_checkpoint_modules_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    def imported(module):
+        tree = ast.parse(Path(lo.__file__).parent.joinpath("meta", f"{module}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        return names
+
+    assert not any("trainer" in name for name in imported("checkpoint"))
+    assert "learned_opt.meta.state.MetaTrainState" in imported("trainer")
+
+
 def test_num_tasks_must_divide_over_devices():
     with pytest.raises(ValueError, match="num_tasks"):
         lo.MetaTrainer(SMALL_LSTM, QUAD, num_tasks=0)
@@ -197,6 +255,12 @@ def test_num_tasks_must_divide_over_devices():
         lo.TruncatedBackprop(unroll_length=7, horizon=20)
     with pytest.raises(ValueError, match="meta_loss"):
         lo.PES(meta_loss="max")
+    with pytest.raises(TypeError, match="second_order: expected True or False, got 'no'"):
+        lo.TruncatedBackprop(second_order="no")
+    with pytest.raises(TypeError, match=r"unroll_length: expected an integer >= 1, got 5\.0"):
+        lo.TruncatedBackprop(unroll_length=5.0, horizon=10)
+    with pytest.raises(ValueError, match=r"std: expected a finite number in \(0, inf\), got 0$"):
+        lo.PES(std=0)
 
 
 _SHARDED = textwrap.dedent(
@@ -205,13 +269,17 @@ _SHARDED = textwrap.dedent(
     import jax, numpy as np
     import learned_opt as lo
     opt = lo.LSTMOptimizer(hidden_size=6, num_layers=1)
-    est = {"tbptt": lo.TruncatedBackprop(5, 10), "pes": lo.PES(5, 10)}[sys.argv[1]]
-    trainer = lo.MetaTrainer(opt, lo.tasks.Quadratic(dim=4), est, num_tasks=8)
+    if sys.argv[1] == "tbptt":  # a mixture: one vmap per family, each sharded over the mesh
+        family = lo.tasks.Mixture(((lo.tasks.Quadratic(dim=4), 8), (lo.tasks.Quadratic(dim=3), 4)))
+        trainer = lo.MetaTrainer(opt, family, lo.TruncatedBackprop(5, 10))
+    else:
+        trainer = lo.MetaTrainer(opt, lo.tasks.Quadratic(dim=4), lo.PES(5, 10), num_tasks=8)
     state = trainer.init(jax.random.key(0))
     for _ in range(2):
         state, metrics = trainer.step(state)
     leaves = [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(state.meta_params)]
-    shards = len(state.estimator_state.key.sharding.device_set) if sys.argv[1] == "tbptt" else 0
+    shards = ([len(s.key.sharding.device_set) for s in state.estimator_state]
+              if sys.argv[1] == "tbptt" else [])
     compiles = trainer._jitted[False]._cache_size()
     print(json.dumps({"devices": jax.device_count(), "shards": shards, "compiles": compiles,
                       "meta_loss": float(metrics["meta_loss"]), "leaves": leaves}))
@@ -237,7 +305,7 @@ def test_sharded_meta_training_matches_single_device(estimator):
     # The second meta-step reuses the first one's program (same input shardings).
     assert one["compiles"] == four["compiles"] == 1
     if estimator == "tbptt":
-        assert four["shards"] == 4
+        assert four["shards"] == [4, 4]
     np.testing.assert_allclose(four["meta_loss"], one["meta_loss"], rtol=1e-4)
     for a, b in zip(four["leaves"], one["leaves"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -223,6 +223,7 @@ def inner_loop(
     *,
     first_order: bool = False,
     score: Callable[[PyTree], jax.Array] | None = None,
+    alternate: Batch | None = None,
 ) -> tuple[PyTree, jax.Array | None]:
     """Takes ``num_steps`` optimizer steps on the support set (differentiably, with ``lax.scan``).
 
@@ -235,6 +236,8 @@ def inner_loop(
         first_order: treat the inner gradients and losses as constants
             (``stop_gradient``), which drops MAML's second-order terms.
         score: if given, evaluated on the parameters before every step and after the last.
+        alternate: a second batch: steps then alternate between ``support`` (steps 0, 2, ...)
+            and ``alternate`` (steps 1, 3, ...), as Reptile's inner loop does.
 
     Returns:
         ``(params, scores)``; ``scores`` has shape ``(num_steps + 1, ...)`` or is ``None``.
@@ -253,20 +256,35 @@ def inner_loop(
     if num_steps < 0:
         raise ValueError(f"num_steps: expected a non-negative integer, got {num_steps}")
     grad_fn = jax.value_and_grad(loss_fn)
+    batches = (support,) if alternate is None else (support, alternate)
 
-    def step(carry, _):
+    def step(carry, batch):
         params, opt_state = carry
         scored = None if score is None else score(params)
-        loss, grads = grad_fn(params, support)
+        loss, grads = grad_fn(params, batch)
         if first_order:
             loss, grads = jax.lax.stop_gradient((loss, grads))
         updates, opt_state = tx.update(grads, opt_state, params, value=loss)
         return (optax.apply_updates(params, updates), opt_state), scored
 
-    (params, _), scores = jax.lax.scan(step, (params, tx.init(params)), length=num_steps)
-    if score is not None:
-        scores = jnp.concatenate([scores, score(params)[None]], axis=0)
-    return params, scores
+    def one_round(carry, _):  # one step on each batch in turn
+        scored = []
+        for batch in batches:
+            carry, s = step(carry, batch)
+            scored.append(s)
+        return carry, None if score is None else jnp.stack(scored)
+
+    rounds, extra = divmod(num_steps, len(batches))
+    carry, scores = jax.lax.scan(one_round, (params, tx.init(params)), length=rounds)
+    if score is None:
+        for batch in batches[:extra]:
+            carry, _ = step(carry, batch)
+        return carry[0], None
+    scores = [scores.reshape(rounds * len(batches), *scores.shape[2:])]
+    for batch in batches[:extra]:
+        carry, s = step(carry, batch)
+        scores.append(s[None])
+    return carry[0], jnp.concatenate([*scores, score(carry[0])[None]], axis=0)
 
 
 def check_params(params: PyTree) -> None:
@@ -284,6 +302,18 @@ def check_episodes(episodes: Episodes) -> None:
         )
 
 
+def map_tasks(fn: Callable[..., Any], task_chunk: int | None, *args: Any) -> Any:
+    """``vmap`` of ``fn`` over the leading task axis of ``args``, or ``lax.map`` in chunks.
+
+    With ``task_chunk`` set, tasks go through ``fn`` ``task_chunk`` at a time: on CPU a
+    convolutional learner whose adapted weights differ per task runs several times faster one
+    task at a time, since vectorised per-task weights become grouped convolutions.
+    """
+    if task_chunk is None:
+        return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda a: fn(*a), args, batch_size=task_chunk)
+
+
 def build(
     *,
     apply: Apply,
@@ -292,6 +322,7 @@ def build(
     meta_loss: Callable[..., tuple[Any, jax.Array]],
     meta_optimizer: optax.GradientTransformation,
     learns_optimizer: bool = False,
+    task_chunk: int | None = None,
 ) -> FewShotLearner:
     """Assembles a :class:`FewShotLearner` from one method's per-task meta-gradient.
 
@@ -306,6 +337,8 @@ def build(
         meta_optimizer: the optax transformation applied to the averaged ``grads``.
         learns_optimizer: whether a learned ``inner``'s meta-parameters are meta-trained (then
             ``init`` defaults them to ``inner.init(jax.random.key(0))``).
+        task_chunk: tasks per vectorised group in ``update`` and ``evaluate`` (see
+            :func:`map_tasks`); ``None`` vectorises them all.
     """
     loss_fn = batch_loss(apply, resolve_loss(loss))
     inner_transform(inner)  # validates ``inner`` now rather than at the first call
@@ -330,7 +363,7 @@ def build(
         check_episodes(episodes)
         meta_params = (state.params, state.optimizer_params)
         per_task = lambda s, q: meta_loss(meta_params, s, q, loss_fn, tx_fn)
-        grads, losses = jax.vmap(per_task)(episodes.support, episodes.query)
+        grads, losses = map_tasks(per_task, task_chunk, episodes.support, episodes.query)
         grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
         updates, opt_state = meta_optimizer.update(grads, state.opt_state, meta_params)
         params, optimizer_params = optax.apply_updates(meta_params, updates)
@@ -355,6 +388,6 @@ def build(
             score = lambda params: query_score(params, query)
             return inner_loop(loss_fn, tx, state.params, support, num_steps, score=score)[1]
 
-        return jax.vmap(one)(episodes.support, episodes.query)
+        return map_tasks(one, task_chunk, episodes.support, episodes.query)
 
     return FewShotLearner(init, update, jax.jit(adapt, static_argnames="num_steps"), evaluate)

@@ -16,6 +16,7 @@ def maml(
     meta_optimizer: optax.GradientTransformation | None = None,
     *,
     first_order: bool = False,
+    task_chunk: int | None = None,
 ) -> FewShotLearner:
     """Model-agnostic meta-learning: initial parameters that adapt well in a few inner steps.
 
@@ -39,6 +40,9 @@ def maml(
         num_inner_steps: inner steps during meta-training.
         meta_optimizer: the outer optimizer; default ``optax.adam(1e-3)``.
         first_order: drop the second-order terms (first-order MAML).
+        task_chunk: if set, ``update`` and ``evaluate`` take the tasks ``task_chunk`` at a time
+            (``lax.map``) instead of vectorising all of them: on CPU, a convolutional model
+            runs several times faster one task at a time (``task_chunk=1``).
 
     Returns:
         A :class:`~learned_opt.fewshot.FewShotLearner`.
@@ -83,6 +87,7 @@ def maml(
         meta_loss=meta_loss,
         meta_optimizer=meta_optimizer or optax.adam(1e-3),
         learns_optimizer=True,
+        task_chunk=task_chunk,
     )
 
 
@@ -92,6 +97,8 @@ def first_order_maml(
     inner: Inner = 0.01,
     num_inner_steps: int = 1,
     meta_optimizer: optax.GradientTransformation | None = None,
+    *,
+    task_chunk: int | None = None,
 ) -> FewShotLearner:
     """First-order MAML: :func:`maml` with ``first_order=True``.
 
@@ -111,4 +118,6 @@ def first_order_maml(
         Finn, Abbeel & Levine, "Model-agnostic meta-learning for fast adaptation of deep
         networks", ICML 2017, section 5.2.
     """
-    return maml(apply, loss, inner, num_inner_steps, meta_optimizer, first_order=True)
+    return maml(
+        apply, loss, inner, num_inner_steps, meta_optimizer, first_order=True, task_chunk=task_chunk
+    )

@@ -12,7 +12,9 @@ def pretrain(
     apply: Apply,
     loss: str | LossFn = "mse",
     optimizer: optax.GradientTransformation | None = None,
-    inner: Inner = 0.01,
+    inner: Inner = 0.001,
+    *,
+    task_chunk: int | None = None,
 ) -> FewShotLearner:
     """Pre-training on all tasks: minimise the loss averaged over tasks, without adaptation.
 
@@ -24,7 +26,11 @@ def pretrain(
         apply: the model, ``apply(params, x)``.
         loss: ``"mse"``, ``"cross_entropy"`` or ``loss(predictions, targets)``.
         optimizer: default ``optax.adam(1e-3)``.
-        inner: fine-tuning optimizer: a learning rate for SGD or an optax transformation.
+        inner: fine-tuning optimizer: a learning rate for SGD or an optax transformation. The
+            default, 0.001, is ten times smaller than MAML's: fine-tuned from the pre-trained
+            sinusoid network with SGD at 0.01, the error on new 5-point tasks rose threefold
+            after one step (measured); at 0.001 it falls, slowly, as in Finn et al.
+        task_chunk: tasks per vectorised group (see :func:`~learned_opt.fewshot.maml`).
 
     Returns:
         A :class:`~learned_opt.fewshot.FewShotLearner`.
@@ -60,4 +66,5 @@ def pretrain(
         inner=inner,
         meta_loss=meta_loss,
         meta_optimizer=optimizer or optax.adam(1e-3),
+        task_chunk=task_chunk,
     )

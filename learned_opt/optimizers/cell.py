@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +15,8 @@ class LSTMCarry(NamedTuple):
     arrays, one per leaf), or ``(num_coordinates,)`` in the flat layout.
     """
 
-    h: jax.Array
-    c: jax.Array
+    h: Any
+    c: Any
 
 
 def init_lstm_params(key: jax.Array, input_size: int, hidden_size: int) -> dict[str, jax.Array]:

@@ -7,13 +7,15 @@ float32 range.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-Preprocess = Literal["log_sign", "none"]
-GRADIENT_PREPROCESSING: tuple[Preprocess, ...] = ("log_sign", "none")
+Preprocess = Literal["log_sign", "none", "omit"]
+GRADIENT_PREPROCESSING: tuple[Preprocess, ...] = ("log_sign", "none", "omit")
+#: Number of gradient features each preprocessing gives.
+GRADIENT_FEATURES: dict[str, int] = {"log_sign": 2, "none": 1, "omit": 0}
 
 #: Half-width of the soft clip of the loss feature.
 LOSS_FEATURE_BOUND = 5.0
@@ -94,9 +96,12 @@ def log_sign(g: jax.Array, p: float = 10.0) -> jax.Array:
 
 
 def gradient_features(g: jax.Array, preprocess: Preprocess, p: float) -> jax.Array:
-    """Features of a gradient array, ``g.shape + (k,)``: the log/sign pair or the raw value."""
+    """Features of a gradient array, ``g.shape + (k,)``: the log/sign pair, the raw value, or
+    none (``"omit"``: for optimizers whose scale-free inputs come from elsewhere)."""
     if preprocess == "log_sign":
         return log_sign(g, p)
+    if preprocess == "omit":
+        return jnp.zeros((*g.shape, 0), jnp.float32)
     return g[..., None].astype(jnp.float32)
 
 
@@ -117,7 +122,7 @@ class LossStats(NamedTuple):
     mean: jax.Array
     std: jax.Array
     first: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name; shadows tuple.count
 
 
 def init_loss_stats() -> LossStats:
@@ -197,8 +202,8 @@ class Moments(NamedTuple):
         nu: squared-gradient EMA, ``g.shape``.
     """
 
-    mu: jax.Array
-    nu: jax.Array
+    mu: Any
+    nu: Any
 
 
 def normalized_features(

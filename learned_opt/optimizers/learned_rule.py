@@ -41,7 +41,7 @@ class LearnedRuleState(NamedTuple):
 
     momenta: Any
     nu: Any
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name; shadows tuple.count
     spec: Any
 
 
@@ -86,11 +86,11 @@ class LearnedRule(LearnedOptimizer):
     state_dtype: StateDtype = "float32"
 
     def __post_init__(self):
-        decay = {"low": 0.0, "high": 1.0, "high_open": True}
+        decay: dict[str, Any] = {"minimum": 0.0, "maximum": 1.0, "inclusive_maximum": False}
         checked = {
             "decays": _checks.reals("decays", self.decays, **decay),
             "rms_decay": _checks.real("rms_decay", self.rms_decay, **decay),
-            "eps": _checks.real("eps", self.eps, low=0.0, low_open=True),
+            "eps": _checks.real("eps", self.eps, minimum=0.0, inclusive=False),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)

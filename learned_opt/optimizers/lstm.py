@@ -13,14 +13,14 @@ from learned_opt.optimizers import _trees, cell, features
 from learned_opt.optimizers.base import LearnedOptimizer
 
 UpdateNorm = Literal["none", "rms"]
+BaseDirection = Literal["none", "adam"]
+Magnitude = Literal["none", "tensor", "coordinate"]
 StateDtype = Literal["float32", "bfloat16"]
 STATE_DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 #: Time constants of the training-progress inputs ``tanh(t / tau)`` (``step_input=True``).
 STEP_TIMESCALES = (10.0, 100.0, 1000.0, 10000.0)
-#: The learned per-tensor step-size factor lies in ``[exp(-b), exp(b)]``.
-MAGNITUDE_BOUND = 3.0
-BOOL_OPTIONS = ("use_loss", "normalized_inputs", "param_input", "step_input", "magnitude_output")
+BOOL_OPTIONS = ("use_loss", "normalized_inputs", "param_input", "step_input")
 
 
 class LSTMOptimizerState(NamedTuple):
@@ -58,7 +58,7 @@ class LSTMOptimizerState(NamedTuple):
     momentum: cell.LSTMCarry | None
     moments: features.Moments | None
     loss_stats: features.LossStats
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name; shadows tuple.count
     spec: Any
 
 
@@ -84,7 +84,9 @@ class LSTMOptimizer(LearnedOptimizer):
     Args:
         hidden_size: units per LSTM layer (20 in the paper).
         num_layers: stacked LSTM layers (2 in the paper).
-        preprocess: ``"log_sign"`` (the paper's log-magnitude/sign pair) or ``"none"``.
+        preprocess: ``"log_sign"`` (the paper's log-magnitude/sign pair), ``"none"`` (the raw
+            gradient) or ``"omit"`` (no gradient input besides the normalised inputs, which
+            are invariant to the loss's scale; needs ``normalized_inputs`` and no momentum LSTM).
         preprocess_p: the exponent ``p`` of the log/sign preprocessing (10 in the paper).
         use_loss: feed the loss (then ``tx.update`` needs ``value=``).
         momentum_size: units of the momentum LSTM; 0 disables it.
@@ -96,9 +98,15 @@ class LSTMOptimizer(LearnedOptimizer):
         param_input: feed each parameter divided by its tensor's RMS (scale-free).
         step_input: feed ``tanh(t / tau)`` for the step ``t`` and ``tau`` in
             ``STEP_TIMESCALES``.
+        base_direction: ``"adam"`` adds Adam's direction ``m_b / sqrt(v)`` (``b`` the first of
+            ``input_decays``) to the network's output, so an untrained optimizer is Adam and
+            meta-training learns a correction; ``"none"``: the network's output alone.
         update_norm: ``"rms"`` divides each tensor's direction by its RMS; ``"none"`` keeps it.
-        magnitude_output: a second output whose mean over a tensor sets a learned step-size
-            factor for that tensor, in ``[exp(-3), exp(3)]``.
+        magnitude_output: a second output that sets a learned step-size factor
+            ``exp(b tanh(out / b))`` with ``b = magnitude_bound``, per coordinate
+            (``"coordinate"``), or from the output's mean over each tensor (``"tensor"``);
+            ``"none"``: no such output.
+        magnitude_bound: the factor lies in ``[exp(-b), exp(b)]``.
         layout: ``"per_leaf"`` (state shaped like the parameters; updates need no
             communication between devices) or ``"flat"`` (all coordinates in one array; no
             per-tensor options).
@@ -137,22 +145,25 @@ class LSTMOptimizer(LearnedOptimizer):
     rms_decay: float = 0.95
     param_input: bool = False
     step_input: bool = False
+    base_direction: BaseDirection = "none"
     update_norm: UpdateNorm = "none"
-    magnitude_output: bool = False
+    magnitude_output: Magnitude = "none"
+    magnitude_bound: float = 3.0
     layout: _trees.Layout = "per_leaf"
     state_dtype: StateDtype = "float32"
 
     def __post_init__(self):
-        positive = {"low": 0.0, "low_open": True}
-        decay = {"low": 0.0, "high": 1.0, "high_open": True}
+        positive: dict[str, Any] = {"minimum": 0.0, "inclusive": False}
+        decay: dict[str, Any] = {"minimum": 0.0, "maximum": 1.0, "inclusive_maximum": False}
         checked = {
-            "hidden_size": _checks.integer("hidden_size", self.hidden_size),
-            "num_layers": _checks.integer("num_layers", self.num_layers),
+            "hidden_size": _checks.integer("hidden_size", self.hidden_size, minimum=1),
+            "num_layers": _checks.integer("num_layers", self.num_layers, minimum=1),
             "momentum_size": _checks.integer("momentum_size", self.momentum_size, minimum=0),
             "preprocess_p": _checks.real("preprocess_p", self.preprocess_p, **positive),
             "output_scale": _checks.real("output_scale", self.output_scale, **positive),
             "input_decays": _checks.reals("input_decays", self.input_decays, **decay),
             "rms_decay": _checks.real("rms_decay", self.rms_decay, **decay),
+            "magnitude_bound": _checks.real("magnitude_bound", self.magnitude_bound, **positive),
         }
         for name in BOOL_OPTIONS:
             checked[name] = _checks.boolean(name, getattr(self, name))
@@ -160,13 +171,27 @@ class LSTMOptimizer(LearnedOptimizer):
             object.__setattr__(self, name, value)
         _checks.choice("preprocess", self.preprocess, features.GRADIENT_PREPROCESSING)
         _checks.choice("update_norm", self.update_norm, ("none", "rms"))
+        _checks.choice("base_direction", self.base_direction, ("none", "adam"))
+        _checks.choice("magnitude_output", self.magnitude_output, ("none", "tensor", "coordinate"))
+        _checks.check(
+            self.preprocess != "omit" or (self.normalized_inputs and not self.momentum_size),
+            "preprocess: 'omit' drops the gradient input; it needs normalized_inputs=True and "
+            "momentum_size=0 (the momentum LSTM reads the gradient input)",
+        )
+        _checks.check(
+            self.base_direction == "none" or self.normalized_inputs,
+            "base_direction: 'adam' is built from the normalised inputs; it needs "
+            "normalized_inputs=True",
+        )
         _checks.choice("layout", self.layout, _trees.LAYOUTS)
         _checks.choice("state_dtype", self.state_dtype, tuple(STATE_DTYPES))
-        per_tensor = self.param_input or self.update_norm != "none" or self.magnitude_output
+        per_tensor = (
+            self.param_input or self.update_norm != "none" or self.magnitude_output == "tensor"
+        )
         _checks.check(
             not (self.layout == "flat" and per_tensor),
             "layout: 'flat' treats all parameters as one vector; param_input, update_norm and "
-            "magnitude_output work per tensor and need layout='per_leaf'",
+            "magnitude_output='tensor' work per tensor and need layout='per_leaf'",
         )
 
     @property
@@ -177,7 +202,7 @@ class LSTMOptimizer(LearnedOptimizer):
     def input_size(self) -> int:
         """Number of per-coordinate inputs of the first LSTM layer."""
         return (
-            (2 if self.preprocess == "log_sign" else 1)
+            features.GRADIENT_FEATURES[self.preprocess]
             + int(self.use_loss)
             + self.momentum_size
             + (1 + len(self.input_decays)) * int(self.normalized_inputs)
@@ -196,7 +221,7 @@ class LSTMOptimizer(LearnedOptimizer):
         for k in range(self.num_layers):
             layers.append(cell.init_lstm_params(keys[k], input_size, self.hidden_size))
             input_size = self.hidden_size
-        outputs = 1 + int(self.magnitude_output)
+        outputs = 1 + int(self.magnitude_output != "none")
         meta_params = {
             "layers": layers,
             "out": {
@@ -205,7 +230,7 @@ class LSTMOptimizer(LearnedOptimizer):
             },
         }
         if self.momentum_size:
-            gradient_inputs = 2 if self.preprocess == "log_sign" else 1
+            gradient_inputs = features.GRADIENT_FEATURES[self.preprocess]
             meta_params["momentum"] = cell.init_lstm_params(
                 keys[-1], gradient_inputs, self.momentum_size
             )
@@ -298,9 +323,14 @@ class LSTMOptimizer(LearnedOptimizer):
             x = carry.h
         out = cell.add_bias(x @ meta_params["out"]["w"], meta_params["out"]["b"])
         step = out[..., 0]
+        if self.base_direction == "adam":
+            step = step - normalized[..., 1]
         if self.update_norm == "rms":
             step = step / features.tensor_rms(step)
-        if self.magnitude_output:
-            bound = MAGNITUDE_BOUND
-            step = step * jnp.exp(bound * jnp.tanh(features.finite_mean(out[..., 1]) / bound))
+        if self.magnitude_output != "none":
+            log_factor = out[..., 1]
+            if self.magnitude_output == "tensor":
+                log_factor = features.finite_mean(log_factor)
+            bound = self.magnitude_bound
+            step = step * jnp.exp(bound * jnp.tanh(log_factor / bound))
         return -step, (tuple(new_carries), momentum, moments)

@@ -55,7 +55,7 @@ class MetaLSTMState(NamedTuple):
     forget: Any
     input: Any
     loss_stats: features.LossStats
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name; shadows tuple.count
     spec: Any
 
 
@@ -107,8 +107,10 @@ class MetaLSTMOptimizer(LearnedOptimizer):
 
     def __post_init__(self):
         checked = {
-            "hidden_size": _checks.integer("hidden_size", self.hidden_size),
-            "preprocess_p": _checks.real("preprocess_p", self.preprocess_p, low=0.0, low_open=True),
+            "hidden_size": _checks.integer("hidden_size", self.hidden_size, minimum=1),
+            "preprocess_p": _checks.real(
+                "preprocess_p", self.preprocess_p, minimum=0.0, inclusive=False
+            ),
             "use_loss": _checks.boolean("use_loss", self.use_loss),
             "forget_bias": _checks.float_range("forget_bias", self.forget_bias),
             "input_bias": _checks.float_range("input_bias", self.input_bias),

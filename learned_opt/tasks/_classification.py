@@ -5,13 +5,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from learned_opt.tasks import _nn, datasets
-from learned_opt.tasks.base import PyTree, TaskFamily, check
+from learned_opt.tasks.base import PyTree, TaskFamily, boolean, integer
 
 
 @functools.lru_cache(maxsize=32)
@@ -25,6 +26,20 @@ def eval_indices(num_examples: int, eval_size: int) -> np.ndarray:
 def _as_batch(raw: datasets.RawData, pixels, labels) -> tuple[jax.Array, jax.Array]:
     """Converts integer pixels and labels (numpy or jax) to an ``(x, y)`` float32/int32 batch."""
     return jnp.asarray(pixels).astype(jnp.float32) / raw.max_value, jnp.asarray(labels)
+
+
+def train_batch(
+    raw: datasets.RawData, key: jax.Array, batch_size: int
+) -> tuple[jax.Array, jax.Array]:
+    """``batch_size`` examples ``(x, y)`` of ``raw`` drawn uniformly with replacement by ``key``."""
+    indices = jax.random.randint(key, (batch_size,), 0, len(raw.labels))
+    return _as_batch(raw, jnp.asarray(raw.pixels)[indices], jnp.asarray(raw.labels)[indices])
+
+
+def eval_batch(raw: datasets.RawData, eval_size: int) -> tuple[jax.Array, jax.Array]:
+    """The fixed evaluation subset ``(x, y)`` of ``raw`` (see :func:`eval_indices`)."""
+    indices = eval_indices(len(raw.labels), eval_size)
+    return _as_batch(raw, raw.pixels[indices], raw.labels[indices])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +63,13 @@ class ClassificationFamily(TaskFamily):
 
     def __post_init__(self) -> None:
         datasets.dataset_info(self.dataset)
-        check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
-        check(self.eval_size >= 1, f"eval_size: must be >= 1, got {self.eval_size}")
+        integer("batch_size", self.batch_size, minimum=1)
+        integer("eval_size", self.eval_size, minimum=1)
+        boolean("permute_labels", self.permute_labels)
         if self.data_dir is not None:
-            object.__setattr__(self, "data_dir", str(self.data_dir))
+            if not isinstance(self.data_dir, str | os.PathLike):
+                raise TypeError(f"data_dir: expected a folder path, got {self.data_dir!r}")
+            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -78,9 +96,7 @@ class ClassificationFamily(TaskFamily):
         return {"label_perm": perm.astype(jnp.int32)}
 
     def batch(self, task_params: PyTree, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        raw = self._train_data()
-        indices = jax.random.randint(key, (self.batch_size,), 0, len(raw.labels))
-        return _as_batch(raw, jnp.asarray(raw.pixels)[indices], jnp.asarray(raw.labels)[indices])
+        return train_batch(self._train_data(), key, self.batch_size)
 
     def loss(self, task_params: PyTree, params: PyTree, batch: PyTree) -> jax.Array:
         x, y = batch
@@ -88,7 +104,4 @@ class ClassificationFamily(TaskFamily):
         return _nn.softmax_cross_entropy(logits, task_params["label_perm"][y])
 
     def eval_loss(self, task_params: PyTree, params: PyTree) -> jax.Array:
-        raw = self._train_data()
-        indices = eval_indices(len(raw.labels), self.eval_size)
-        batch = _as_batch(raw, raw.pixels[indices], raw.labels[indices])
-        return self.loss(task_params, params, batch)
+        return self.loss(task_params, params, eval_batch(self._train_data(), self.eval_size))

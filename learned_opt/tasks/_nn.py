@@ -1,4 +1,4 @@
-"""Plain-pytree neural-network pieces shared by the MLP, ConvNet and Sinusoid families.
+"""Plain-pytree neural-network pieces shared by the network task families.
 
 A layer is a dict ``{"w": weights, "b": bias}``; a network is a list of layers. Weights are drawn
 ``N(0, scale²)`` (biases too, as in the L2L code) when ``scale`` is a number, or LeCun-normal
@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from learned_opt._checks import choice
+
 Layer = dict[str, jax.Array]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -21,15 +23,13 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
     "elu": jax.nn.elu,
+    "gelu": jax.nn.gelu,
 }
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     """Returns the activation function called ``name`` (one of ``ACTIVATIONS``)."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"activation: unknown {name!r}; known: {sorted(ACTIVATIONS)}") from None
+    return ACTIVATIONS[choice("activation", name, sorted(ACTIVATIONS))]
 
 
 def normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:

@@ -8,9 +8,13 @@ from typing import Any, ClassVar
 
 import jax
 
+from learned_opt._checks import boolean as boolean
 from learned_opt._checks import check as check
+from learned_opt._checks import choice as choice
 from learned_opt._checks import float_range as float_range
+from learned_opt._checks import integer as integer
 from learned_opt._checks import positive_ints as positive_ints
+from learned_opt._checks import real as real
 
 PyTree = Any
 

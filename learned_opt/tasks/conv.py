@@ -11,7 +11,7 @@ import jax
 
 from learned_opt.tasks import _nn
 from learned_opt.tasks._classification import ClassificationFamily
-from learned_opt.tasks.base import PyTree, positive_ints
+from learned_opt.tasks.base import PyTree, positive_ints, real
 
 _KERNEL = 3
 _STRIDE = 2
@@ -36,7 +36,7 @@ class ConvNet(ClassificationFamily):
     Args:
         dataset: ``"digits"`` (bundled, the default), ``"mnist"`` or ``"fashion_mnist"``.
         channels: output channels of each convolution.
-        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"elu"``.
+        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"elu"`` or ``"gelu"``.
         init_scale: standard deviation of the initial weights and biases; ``None`` (default)
             for LeCun-normal weights and zero biases.
         batch_size: examples per minibatch, drawn with replacement from the training split.
@@ -71,6 +71,8 @@ class ConvNet(ClassificationFamily):
         super().__post_init__()
         object.__setattr__(self, "channels", positive_ints("channels", self.channels))
         _nn.activation(self.activation)
+        if self.init_scale is not None:
+            real("init_scale", self.init_scale, minimum=0.0, inclusive=False)
 
     def _feature_shape(self) -> tuple[int, int, int]:
         height, width = self.image_shape

@@ -39,6 +39,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from learned_opt._checks import choice
+
 #: Environment variable naming a folder to search for dataset files.
 DATA_ENV_VAR = "LEARNED_OPT_DATA"
 #: Where Debian's ``dataset-fashion-mnist`` package puts its files.
@@ -100,10 +102,7 @@ class _Source(NamedTuple):
 
 def dataset_info(name: str) -> DatasetInfo:
     """Returns the image shape, number of classes and pixel range of dataset ``name``."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"dataset: unknown {name!r}; known: {sorted(DATASETS)}") from None
+    return DATASETS[choice("dataset", name, sorted(DATASETS))]
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

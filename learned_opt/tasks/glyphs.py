@@ -18,18 +18,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from learned_opt._files import atomic_write_bytes
 from learned_opt.tasks import _nn
-from learned_opt.tasks.base import PyTree, TaskFamily, check, positive_ints
+from learned_opt.tasks.base import PyTree, TaskFamily, check, choice, integer, positive_ints
 
 #: The fonts of Debian's ``unifont`` package.
 UNIFONT_PATHS = ("/usr/share/unifont/unifont.hex", "/usr/share/unifont/unifont_jp.hex")
@@ -202,10 +204,9 @@ def generate(
     images = render(bitmaps, maps, image_size).reshape(
         num_classes, instances, image_size, image_size
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, images=images, codepoints=codepoints)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images, codepoints=codepoints)
+    atomic_write_bytes(path, buffer.getvalue())
     return images, codepoints
 
 
@@ -226,6 +227,76 @@ def class_split(num_classes: int, num_train_classes: int, seed: int = 0) -> dict
     return {"train": np.sort(order[:num_train_classes]), "test": np.sort(order[num_train_classes:])}
 
 
+#: Convolutional blocks of the few-shot learner of Finn et al. (2017), after Vinyals et al.
+CONV_BLOCKS = 4
+
+
+def conv3x3(x: jax.Array, w: jax.Array) -> jax.Array:
+    """A 3x3 ``"SAME"`` convolution of ``x (n, h, w, c_in)`` with ``w (3, 3, c_in, c_out)``.
+
+    Written as one matrix product of the nine shifted copies of ``x`` (im2col): inside a
+    few-shot learner the weights differ per task and the inner loop is differentiated twice,
+    and on CPU this runs several times faster than ``lax.conv_general_dilated`` there.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from learned_opt.tasks.glyphs import conv3x3
+        >>> x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+        >>> w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+        >>> reference = jax.lax.conv_general_dilated(
+        ...     x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        >>> bool(np.allclose(conv3x3(x, w), reference, atol=1e-5))
+        True
+    """
+    _, height, width, channels = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    shifted = [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)]
+    return jnp.concatenate(shifted, axis=-1) @ w.reshape(9 * channels, -1)
+
+
+def max_pool2(x: jax.Array) -> jax.Array:
+    """2x2 max-pooling with stride 2 of ``x (n, h, w, c)``; an odd last row or column is dropped."""
+    n, height, width, channels = x.shape
+    x = x[:, : height // 2 * 2, : width // 2 * 2]
+    return x.reshape(n, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+
+
+def batch_norm(x: jax.Array, scale: jax.Array, offset: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """Normalises every channel of ``x (n, h, w, c)`` by the statistics of the batch itself."""
+    mean = jnp.mean(x, axis=(0, 1, 2), keepdims=True)
+    var = jnp.var(x, axis=(0, 1, 2), keepdims=True)
+    channel = lambda v: v.reshape(1, 1, 1, -1)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * channel(scale) + channel(offset)
+
+
+def pooled_size(image_size: int, blocks: int = CONV_BLOCKS) -> int:
+    """Side of the feature map after ``blocks`` 2x2 poolings of an ``image_size`` image."""
+    for _ in range(blocks):
+        image_size //= 2
+    return image_size
+
+
+def init_conv(key: jax.Array, image_size: int, channels: int, ways: int) -> list[dict]:
+    """The conv learner's parameters: four ``{"w", "scale", "offset"}`` blocks, then the head."""
+    feature_size = pooled_size(image_size) ** 2 * channels
+    shapes = [(3, 3, 1, channels)] + [(3, 3, channels, channels)] * (CONV_BLOCKS - 1)
+    layers = _nn.init_layers(key, [*shapes, (feature_size, ways)], None)
+    blocks = [
+        {"w": layer["w"], "scale": jnp.ones(channels), "offset": jnp.zeros(channels)}
+        for layer in layers[:-1]
+    ]
+    return [*blocks, layers[-1]]
+
+
+def apply_conv(params: list[dict], x: jax.Array, image_size: int) -> jax.Array:
+    """Logits of the conv learner for flattened images ``x (n, image_size**2)``."""
+    h = x.reshape(-1, image_size, image_size, 1)
+    for block in params[:-1]:
+        h = conv3x3(h, block["w"])
+        h = max_pool2(jax.nn.relu(batch_norm(h, block["scale"], block["offset"])))
+    return _nn.dense(params[-1], h.reshape(h.shape[0], -1))
+
+
 @dataclasses.dataclass(frozen=True)
 class Glyphs(TaskFamily):
     """N-way few-shot classification of Unifont glyphs (an offline stand-in for Omniglot).
@@ -234,8 +305,14 @@ class Glyphs(TaskFamily):
     labelled ``0..ways-1`` in the order drawn. ``support_query`` draws, per class, distinct
     instances for the support and query sets (so ``k_support + k_query <= instances``, exposed
     as ``max_examples``); ``batch`` is a support set of ``shots`` images per class. Images are
-    flattened to ``image_size**2`` floats in ``[0, 1]``; the model is an MLP with
-    ``hidden_sizes`` and the loss the softmax cross-entropy.
+    flattened to ``image_size**2`` floats in ``[0, 1]`` and the loss is the softmax
+    cross-entropy.
+
+    The model (``model="conv"``) is the few-shot learner of Finn et al. (2017): four blocks of a
+    3x3 convolution with ``channels`` filters, batch normalisation, ReLU and 2x2 max-pooling,
+    then a linear layer to ``ways`` logits. Batch normalisation uses the statistics of the batch
+    it is applied to (a support set while adapting, a query set when scoring), as in the MAML
+    code; it keeps no running averages. ``model="mlp"`` is a ReLU MLP with ``hidden_sizes``.
 
     Args:
         ways: classes per task (N).
@@ -244,15 +321,20 @@ class Glyphs(TaskFamily):
         num_classes: characters in the whole set (1623, as Omniglot).
         num_train_classes: meta-training classes (1200, as the usual Omniglot split).
         instances: images per class (20, as Omniglot).
-        image_size: image side (28, as the usual down-sampled Omniglot).
+        image_size: image side (28, as the usual down-sampled Omniglot); at least 16 for the
+            convolutional model, whose four poolings halve it four times.
         seed: generation and split seed.
-        hidden_sizes: widths of the MLP's hidden layers.
+        model: ``"conv"`` or ``"mlp"``.
+        channels: filters of every convolution (64 in the MAML paper).
+        hidden_sizes: widths of the MLP's hidden layers (``model="mlp"``).
         fonts: ``.hex`` font files (default: Debian's Unifont).
         code_range: Unicode code points to draw characters from (default: CJK ideographs).
         cache_dir: see :func:`generate`.
 
     References:
-        Lake, Salakhutdinov & Tenenbaum 2015 (Omniglot); Finn et al. 2017 (MAML), section 5.2.
+        Lake, Salakhutdinov & Tenenbaum 2015 (Omniglot); Vinyals et al. 2016, "Matching
+        networks for one shot learning" (the four-block convolutional embedding); Finn et al.
+        2017 (MAML), section 5.2.
 
     Example:
         With Debian's Unifont installed, ``Glyphs(ways=5)`` is the whole data set; here a
@@ -265,12 +347,17 @@ class Glyphs(TaskFamily):
         >>> with open(font, "w") as f:
         ...     for k in range(40):
         ...         _ = f.write(f"{0x4E00 + k:04X}:{rng.bytes(32).hex()}\\n")
-        >>> family = Glyphs(
-        ...     ways=5, num_classes=40, num_train_classes=30, fonts=(font,), cache_dir=folder)
+        >>> family = Glyphs(ways=5, num_classes=40, num_train_classes=30, image_size=16,
+        ...                 channels=8, fonts=(font,), cache_dir=folder)
         >>> task_params = family.sample(jax.random.key(0))
         >>> (x, y), (xq, yq) = family.support_query(task_params, jax.random.key(1), 1, 3)
         >>> x.shape, y.tolist(), xq.shape
-        ((5, 784), [0, 1, 2, 3, 4], (15, 784))
+        ((5, 256), [0, 1, 2, 3, 4], (15, 256))
+        >>> params = family.init(task_params, jax.random.key(2))
+        >>> [block["w"].shape for block in params]
+        [(3, 3, 1, 8), (3, 3, 8, 8), (3, 3, 8, 8), (3, 3, 8, 8), (8, 5)]
+        >>> family.apply(params, xq).shape
+        (15, 5)
     """
 
     name: ClassVar[str] = "glyphs"
@@ -283,6 +370,8 @@ class Glyphs(TaskFamily):
     instances: int = 20
     image_size: int = 28
     seed: int = 0
+    model: Literal["conv", "mlp"] = "conv"
+    channels: int = 64
     hidden_sizes: tuple[int, ...] = (128, 64)
     fonts: tuple[str, ...] = UNIFONT_PATHS
     code_range: tuple[int, int] = CJK_RANGE
@@ -292,13 +381,19 @@ class Glyphs(TaskFamily):
         object.__setattr__(
             self, "hidden_sizes", positive_ints("hidden_sizes", self.hidden_sizes, allow_empty=True)
         )
+        choice("split", self.split, ("train", "test"))
+        choice("model", self.model, ("conv", "mlp"))
+        integer("channels", self.channels, minimum=1)
+        integer("ways", self.ways, minimum=2)
+        integer("instances", self.instances, minimum=2)
+        integer("shots", self.shots, minimum=1)
+        check(self.shots < self.instances, f"shots: must be in [1, instances), got {self.shots}")
+        for name in ("num_classes", "num_train_classes", "image_size"):
+            integer(name, getattr(self, name), minimum=1)
+        integer("seed", self.seed, minimum=0)
         check(
-            self.split in ("train", "test"),
-            f"split: expected 'train' or 'test', got {self.split!r}",
-        )
-        check(self.ways >= 2, f"ways: must be >= 2, got {self.ways}")
-        check(
-            1 <= self.shots < self.instances, f"shots: must be in [1, instances), got {self.shots}"
+            self.model == "mlp" or pooled_size(self.image_size) >= 1,
+            f"image_size: the conv model needs at least 16 pixels, got {self.image_size}",
         )
         available = len(self.classes())
         check(
@@ -332,11 +427,14 @@ class Glyphs(TaskFamily):
         return {"classes": jax.random.choice(key, classes, (self.ways,), replace=False)}
 
     def init(self, task_params: PyTree, key: jax.Array) -> PyTree:
-        sizes = (self.image_size**2, *self.hidden_sizes, self.ways)
-        return _nn.init_mlp(key, sizes, None)
+        if self.model == "conv":
+            return init_conv(key, self.image_size, self.channels, self.ways)
+        return _nn.init_mlp(key, (self.image_size**2, *self.hidden_sizes, self.ways), None)
 
     def apply(self, params: PyTree, x: jax.Array) -> jax.Array:
         """Logits ``(n, ways)`` of flattened images ``x (n, image_size**2)``."""
+        if self.model == "conv":
+            return apply_conv(params, x, self.image_size)
         return _nn.mlp(params, x, jax.nn.relu)
 
     def support_query(

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from learned_opt.tasks import _nn
-from learned_opt.tasks.base import PyTree, TaskFamily, check, float_range
+from learned_opt.tasks.base import PyTree, TaskFamily, boolean, float_range, integer, real
 
 
 def random_rotation(key: jax.Array, dim: int) -> jax.Array:
@@ -61,11 +61,10 @@ class ScaledQuadratic(TaskFamily):
     init_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        check(self.dim >= 1, f"dim: must be >= 1, got {self.dim}")
-        check(
-            self.log10_condition >= 0,
-            f"log10_condition: must be >= 0, got {self.log10_condition}",
-        )
+        integer("dim", self.dim, minimum=1)
+        real("log10_condition", self.log10_condition, minimum=0.0)
+        boolean("rotate", self.rotate)
+        real("init_scale", self.init_scale, minimum=0.0)
 
     def sample(self, key: jax.Array) -> PyTree:
         spread_key, center_key, rotation_key = jax.random.split(key, 3)
@@ -137,7 +136,9 @@ class Rosenbrock(TaskFamily):
     box: tuple[float, float] = (-2.0, 2.0)
 
     def __post_init__(self) -> None:
-        check(self.dim >= 2, f"dim: must be >= 2, got {self.dim}")
+        integer("dim", self.dim, minimum=2)
+        real("a", self.a)
+        real("b", self.b)
         object.__setattr__(self, "box", float_range("box", self.box))
 
     def sample(self, key: jax.Array) -> PyTree:

@@ -10,7 +10,7 @@ import jax
 
 from learned_opt.tasks import _nn
 from learned_opt.tasks._classification import ClassificationFamily
-from learned_opt.tasks.base import PyTree, positive_ints
+from learned_opt.tasks.base import PyTree, positive_ints, real
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,7 @@ class MLP(ClassificationFamily):
         dataset: ``"digits"`` (bundled, the default), ``"mnist"`` or ``"fashion_mnist"``; see
             ``learned_opt.tasks.load_dataset``.
         hidden_sizes: units of each hidden layer (none: a linear classifier).
-        activation: ``"sigmoid"``, ``"relu"``, ``"tanh"`` or ``"elu"``.
+        activation: ``"sigmoid"``, ``"relu"``, ``"tanh"``, ``"elu"`` or ``"gelu"``.
         init_scale: standard deviation of the initial weights and biases; ``None`` for
             LeCun-normal weights and zero biases.
         batch_size: examples per minibatch, drawn with replacement from the training split.
@@ -68,6 +68,8 @@ class MLP(ClassificationFamily):
             self, "hidden_sizes", positive_ints("hidden_sizes", self.hidden_sizes, allow_empty=True)
         )
         _nn.activation(self.activation)
+        if self.init_scale is not None:
+            real("init_scale", self.init_scale, minimum=0.0, inclusive=False)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from learned_opt.tasks import _nn
-from learned_opt.tasks.base import PyTree, TaskFamily, check
+from learned_opt.tasks.base import PyTree, TaskFamily, integer, real
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,8 @@ class Quadratic(TaskFamily):
     init_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        check(self.dim >= 1, f"dim: must be >= 1, got {self.dim}")
+        integer("dim", self.dim, minimum=1)
+        real("init_scale", self.init_scale, minimum=0.0)
 
     def sample(self, key: jax.Array) -> PyTree:
         draws = _nn.normal(key, (self.dim + 1, self.dim))

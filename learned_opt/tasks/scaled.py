@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from learned_opt.tasks.base import PyTree, TaskFamily, check
+from learned_opt.tasks.base import PyTree, TaskFamily, real
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,8 @@ class ScaledLoss(TaskFamily):
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        check(self.scale > 0, f"scale: must be > 0, got {self.scale}")
+        _check_family(self.family)
+        real("scale", self.scale, minimum=0.0, inclusive=False)
 
     def sample(self, key: jax.Array) -> PyTree:
         return self.family.sample(key)
@@ -95,7 +96,8 @@ class RandomScaling(TaskFamily):
     max_log_scale: float = 3.0
 
     def __post_init__(self) -> None:
-        check(self.max_log_scale >= 0, f"max_log_scale: must be >= 0, got {self.max_log_scale}")
+        _check_family(self.family)
+        real("max_log_scale", self.max_log_scale, minimum=0.0)
 
     def sample(self, key: jax.Array) -> PyTree:
         k_task, k_scale = jax.random.split(key)
@@ -105,10 +107,16 @@ class RandomScaling(TaskFamily):
         keys = jax.random.split(k_scale, len(leaves))
         s = self.max_log_scale
         scales = [
-            jnp.exp(jax.random.uniform(k, leaf.shape, jnp.float32, -s, s)).astype(leaf.dtype)
+            jnp.exp(jax.random.uniform(k, self._scale_shape(leaf), jnp.float32, -s, s)).astype(
+                leaf.dtype
+            )
             for k, leaf in zip(keys, leaves, strict=True)
         ]
         return {"task": task, "scales": jax.tree.unflatten(treedef, scales)}
+
+    def _scale_shape(self, leaf: jax.ShapeDtypeStruct) -> tuple[int, ...]:
+        """Shape of the scales of one parameter leaf: one scale per coordinate."""
+        return leaf.shape
 
     def _unscaled(self, task_params: PyTree, params: PyTree) -> PyTree:
         return jax.tree.map(jnp.multiply, task_params["scales"], params)
@@ -132,3 +140,8 @@ class RandomScaling(TaskFamily):
             "family": self.family.config(),
             "max_log_scale": self.max_log_scale,
         }
+
+
+def _check_family(family: object) -> None:
+    if not isinstance(family, TaskFamily):
+        raise TypeError(f"family: expected a TaskFamily, got {type(family).__name__}")

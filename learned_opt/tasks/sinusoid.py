@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from learned_opt.tasks import _nn
-from learned_opt.tasks.base import PyTree, TaskFamily, check, float_range, positive_ints
+from learned_opt.tasks.base import PyTree, TaskFamily, float_range, integer, positive_ints, real
 
 
 def _affine(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
@@ -77,9 +77,11 @@ class Sinusoid(TaskFamily):
         )
         for field in ("amplitude_range", "phase_range", "input_range"):
             object.__setattr__(self, field, float_range(field, getattr(self, field)))
-        check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
-        check(self.eval_size >= 1, f"eval_size: must be >= 1, got {self.eval_size}")
+        integer("batch_size", self.batch_size, minimum=1)
+        integer("eval_size", self.eval_size, minimum=1)
         _nn.activation(self.activation)
+        if self.init_scale is not None:
+            real("init_scale", self.init_scale, minimum=0.0, inclusive=False)
 
     def sample(self, key: jax.Array) -> PyTree:
         u = jax.random.uniform(key, (2,), jnp.float32)
