@@ -47,26 +47,32 @@ def plot_meta_training(metrics: Sequence[Mapping[str, float]], path: str | Path)
 
 
 def plot_loss_curves(
-    curves: Mapping[str, np.ndarray], path: str | Path, title: str = "", log_scale: bool = True
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    path: str | Path,
+    title: str = "",
+    log_scale: bool = True,
 ) -> None:
     """Median training loss per step with a 5-95% band across tasks, one line per optimizer.
 
     Args:
-        curves: optimizer name -> losses ``(num_tasks, num_steps)``.
+        curves: optimizer name -> ``(q05, median, q95)``, each a loss per step (the
+            :attr:`~learned_opt.evaluation.Run.curve` of a comparison kept with
+            ``keep_curves=True``).
         path: the PNG to write.
         title: figure title.
         log_scale: log y axis (when every median is positive).
     """
     fig, axes = _figure()
     ax = axes[0, 0]
-    for name, losses in curves.items():
-        steps = np.arange(losses.shape[1])
-        q05, median, q95 = np.nanpercentile(losses, [5, 50, 95], axis=0)
+    medians = []
+    for name, (q05, median, q95) in curves.items():
+        steps = np.arange(len(median))
+        medians.append(np.asarray(median, dtype=float))
         ax.plot(steps, median, label=name, lw=1.2)
         ax.fill_between(steps, q05, q95, alpha=0.15)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    if log_scale and all(np.all(np.nanmedian(v, axis=0) > 0) for v in curves.values()):
+    if log_scale and all(np.all(m > 0) for m in medians):
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()

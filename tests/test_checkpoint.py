@@ -57,15 +57,15 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_to_the_same_result(tmp_
     args = [sys.executable, "-c", _HANGING, "4", str(marker), *RUN, "--out", str(killed)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        cli.main([*RUN, "--out", str(tmp_path / "whole")])  # meanwhile, the uninterrupted run
         deadline = time.time() + 240
         while not marker.exists() and time.time() < deadline:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.05)
-    finally:
+    finally:  # killed at once: left alone, the run's next save would clean up after it
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
+    cli.main([*RUN, "--out", str(tmp_path / "whole")])  # the uninterrupted run
     assert proc.returncode == -signal.SIGKILL and marker.exists()
     # Killed while writing checkpoint 4: checkpoint 2 is the newest committed one, 4 lies in
     # orbax's temporary directory, and the log ran ahead of the checkpoint.

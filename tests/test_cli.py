@@ -112,11 +112,17 @@ def test_evaluate_prints_the_comparison_table(tmp_path, capsys):
         "--steps", "20", "--tasks", "8", "--tune-tasks", "4", "--baselines", "adam,sgd",
     ])  # fmt: skip
     out = capsys.readouterr().out
-    assert "learned (LSTMOptimizer)" in out and "adam" in out and "sgd" in out
-    results = json.loads((tmp_path / "eval_quadratic.json").read_text())
-    assert set(results) == {"learned (LSTMOptimizer)", "adam", "sgd"}
-    assert results["adam"]["lr"] in lo.evaluation.DEFAULT_GRID
-    assert results["adam"]["q05"] <= results["adam"]["median"] <= results["adam"]["q95"]
+    assert "learned / adam" in out and "best tuned baseline" in out
+    results = lo.evaluation.Comparison.from_dict(
+        json.loads((tmp_path / "eval_quadratic.json").read_text())
+    )
+    assert list(results.runs) == ["learned", "learned (tuned lr)", "adam", "sgd", "adam (1e-3)"]
+    assert results.num_tasks == 8 and results.num_tune_tasks == 4
+    adam = results.runs["adam"]
+    assert adam.hyperparams["lr"] in lo.evaluation.DEFAULT_GRID
+    assert adam.q05 <= adam.median <= adam.q95 and len(adam.final) == 8
+    ratio = results.ratio("learned", "adam")
+    assert ratio.low <= ratio.ratio <= ratio.high
     assert (tmp_path / "eval_quadratic.png").exists()
 
 
@@ -147,4 +153,5 @@ def test_evaluate_accepts_a_pretrained_name_and_tunes_nag_momentum(tmp_path, cap
         "--tasks", "4", "--tune-tasks", "2", "--baselines", "nag", "--out", str(tmp_path),
     ])  # fmt: skip
     results = json.loads((tmp_path / "eval_quadratic.json").read_text())
-    assert results["nag"]["momentum"] in lo.evaluation.EXTRA_GRIDS["nag"]["momentum"]
+    nag = lo.evaluation.Comparison.from_dict(results).runs["nag"]
+    assert nag.hyperparams["momentum"] in lo.evaluation.EXTRA_GRIDS["nag"]["momentum"]

@@ -249,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune-tasks", type=_number(int, 1), default=16, help="training tasks for lr tuning"
     )
     ev.add_argument("--baselines", default="adam,sgd,rmsprop,nag")
+    ev.add_argument(
+        "--no-tune-step-size",
+        action="store_true",
+        help="run the learned optimizer only with its own step size (by default it also runs "
+        "with its step size tuned on the same grid and tasks as Adam's learning rate)",
+    )
     ev.add_argument("--seed", type=_number(int, 0), default=0)
     ev.add_argument(
         "--out", type=Path, help="directory for the PNG and JSON (default: beside the file)"

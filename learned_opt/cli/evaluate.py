@@ -9,11 +9,19 @@ from pathlib import Path
 from learned_opt.cli.arguments import UsageError
 from learned_opt.cli.builders import check_out_is_a_folder, load_optimizer, make_family
 
+#: The learned optimizer's name in the table and the JSON.
+LEARNED = "learned"
+
 
 def evaluate(args: argparse.Namespace) -> None:
-    """``learned-opt evaluate``: the learned optimizer against tuned baselines."""
+    """``learned-opt evaluate``: the protocol of ``lo.evaluation.compare``, printed and saved.
+
+    Writes ``eval_<family>.json`` (the :class:`~learned_opt.evaluation.Comparison`) and
+    ``eval_<family>.png`` (training-loss curves) to ``--out`` (default: beside the file).
+    """
     import learned_opt as lo
     from learned_opt import evaluation
+    from learned_opt._files import atomic_write_bytes
     from learned_opt.plotting import plot_loss_curves
 
     family = make_family(args)
@@ -27,27 +35,22 @@ def evaluate(args: argparse.Namespace) -> None:
     optimizer, meta_params = load_optimizer(args.optimizer_file, "optimizer_file")
     source = Path(args.optimizer_file)
     out = args.out or (source.parent if source.exists() else Path("."))
-    test = evaluation.task_keys(args.seed, args.tasks, "test")
-    tune = evaluation.task_keys(args.seed, args.tune_tasks, "train")
-    results, curves = {}, {}
-    name = f"learned ({type(optimizer).__name__})"
-    c = evaluation.train_curves(family, optimizer.as_optax(meta_params), test, args.steps)
-    results[name], curves[name] = {"lr": None, **evaluation.summarize(c.final)}, c.losses
-    for base in baselines:
-        tuned = evaluation.tune_baseline(family, base, tune, args.steps)
-        c = evaluation.train_curves(family, tuned.transformation(), test, args.steps)
-        results[base] = {**tuned.hyperparams, **evaluation.summarize(c.final)}
-        curves[base] = c.losses
+    comparison = evaluation.compare(
+        family,
+        args.steps,
+        {LEARNED: (optimizer, meta_params)},
+        tune_keys=evaluation.task_keys(args.seed, args.tune_tasks, "train"),
+        test_keys=evaluation.task_keys(args.seed, args.tasks, "test"),
+        baselines=baselines,
+        tune_learned=not args.no_tune_step_size,
+        keep_curves=True,
+        seed=args.seed,
+    )
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"eval_{family.name}.png"
+    curves = {name: run.curve for name, run in comparison.runs.items() if run.curve is not None}
     plot_loss_curves(curves, png, title=f"{family.name}: {args.tasks} held-out tasks")
-    print(f"final loss after {args.steps} steps on {args.tasks} held-out {family.name} tasks")
-    print(f"{'optimizer':<28}{'lr':>9}{'median':>11}{'q05':>11}{'q95':>11}{'finite':>8}")
-    for n, r in results.items():
-        lr = "-" if r["lr"] is None else f"{r['lr']:.0e}"
-        print(
-            f"{n:<28}{lr:>9}{r['median']:>11.4g}{r['q05']:>11.4g}{r['q95']:>11.4g}"
-            f"{r['finite']:>8.0%}"
-        )
-    (out / f"eval_{family.name}.json").write_text(json.dumps(results, indent=2))
+    print(comparison.table())
+    document = comparison.to_dict()
+    atomic_write_bytes(out / f"eval_{family.name}.json", json.dumps(document, indent=2).encode())
     print(f"wrote {png}")

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from learned_opt import cli
+from learned_opt.meta import checkpoint
 
 TINY = [
     "--family", "quadratic", "--family-option", "dim=3", "--hidden-size", "4", "--layers", "1",
@@ -211,7 +212,8 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(run, capsys):
 
 def _damage_newest_checkpoint(run, step):
     step_dir = run / "checkpoints" / f"ckpt_{step:08d}"
-    victim = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    arrays = (p for p in step_dir.rglob("*") if p.is_file() and p.name != checkpoint.MANIFEST)
+    victim = max(arrays, key=lambda p: p.stat().st_size)  # the array data, not the manifest
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
     victim.write_bytes(bytes(data))
