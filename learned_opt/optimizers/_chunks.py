@@ -8,8 +8,8 @@ of about two thousand coordinates at a time, the intermediates stay in the cache
 state travels, read once and written once, in place when the state is donated.
 
 :func:`map_chunks` does this for tensors above :data:`MAX_UNCHUNKED` coordinates; smaller ones
-(the task models of most meta-training families) are computed in one piece. On CPU, at 1e5
-parameters in tensors of 1e4 to 5e4 coordinates, chunking halves the LSTM step's time.
+(the task models of most meta-training families) are computed in one piece; on CPU chunks pay
+off already for tensors of about ten thousand coordinates.
 
 The chunks never split an axis into pieces that could lie on different devices: every axis of
 size ``s`` is viewed as ``(a, s // a)`` with ``a = gcd(s, jax.device_count())`` (a multiple of
