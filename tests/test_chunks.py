@@ -9,7 +9,7 @@ import learned_opt as lo
 from learned_opt.optimizers import _chunks
 
 #: One tensor above the chunking threshold and the odd leaves of the layout tests.
-BIG = (60, 300)
+BIG = (120, 300)
 assert BIG[0] * BIG[1] > _chunks.MAX_UNCHUNKED
 
 #: The shipped configuration, the generalist's recipe and one with every other option.
@@ -127,7 +127,7 @@ def test_plan_keeps_every_possible_shard_of_an_axis_whole():
 
 @pytest.mark.parametrize(
     "shape",
-    [(50, 100), (_chunks.MAX_UNCHUNKED,), (7, 97, 101)],
+    [(100, 100), (_chunks.MAX_UNCHUNKED,), (7, 97, 101)],
     ids=["small", "at_threshold", "no_divisor_near_the_chunk_size"],
 )
 def test_tensors_without_a_useful_chunking_are_computed_in_one_piece(shape):

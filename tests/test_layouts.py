@@ -142,7 +142,7 @@ _SHARDED = textwrap.dedent(
 
     # "big" is above the chunking threshold: it is updated a chunk at a time.
     params = {"w1": jnp.ones((64, 32)), "b1": jnp.ones(32), "w2": jnp.ones((32, 8)),
-              "big": jnp.ones((128, 96))}
+              "big": jnp.ones((128, 288))}
     assert _chunks.plan(params["big"].shape, jax.device_count()) is not None
     params = jax.device_put(params, jax.tree.map(shard, params))
     grads = jax.tree.map(lambda p: 0.1 * p, params)
