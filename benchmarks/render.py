@@ -54,6 +54,8 @@ SECTIONS: list[Section] = [
     Section("generalization", "generalization"),
     Section("l2l_ablation", "l2l_ablation"),
     Section("meta_lstm_gates", "meta_lstm_gates"),
+    Section("step_cost", "step_cost"),
+    Section("meta_throughput", "meta_throughput"),
     Section("faults", "faults"),
 ]
 README_BLOCK = "results-table"

@@ -131,21 +131,15 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "step_cost": Benchmark(
         "step_cost",
-        ["--json-out", "{out}/step_cost.json"],
-        ["--sizes", "1e3", "--repeats", "1"],
+        ["--out", "{out}/results/step_cost.json"],
+        ["--sizes", "1e3", "--repeats", "1", "--out", "{out}/results/step_cost.json"],
         timed=True,
-        legacy=True,
     ),
     "meta_throughput": Benchmark(
         "meta_throughput",
-        [
-            *("--unroll", "10", "--tasks", "64", "--meta-lr", "3e-3", "--meta-loss", "log_mean"),
-            *("--output-scale", "0.1", "--eval-every", "50"),
-            *("--json-out", "{out}/meta_throughput.json"),
-        ],
-        ["--quick"],
+        ["--out", "{out}/results/meta_throughput.json"],
+        ["--quick", "--out", "{out}/results/meta_throughput.json"],
         timed=True,
-        legacy=True,
     ),
     "fewshot_speed": Benchmark(
         "fewshot_speed",

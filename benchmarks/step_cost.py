@@ -1,103 +1,112 @@
-"""Cost of one optimizer step: learned optimizers' ``tx.update`` against Adam, SGD and rooflines.
+"""Cost of one step of the shipped learned optimizers against Adam, and the strict matmul roofline.
 
 For every parameter count N (a dict of four float32 tensors summing to N) this times the jitted
-``tx.update`` of ``LSTMOptimizer()``, ``LSTMOptimizer(momentum_size=20)``, ``MetaLSTMOptimizer()``,
-``LearnedRule()``, ``optax.adam(1e-3)`` and ``optax.sgd(1e-2)`` -- compiled and warmed up first,
-then the median of ``--repeats`` steps, each ended by ``jax.block_until_ready``, the state fed
-back from step to step. Every optimizer is timed twice: with the state argument donated to the
-jitted update (``donate_argnums``; XLA then writes the new state over the old one) and without.
+``tx.update(grads, state, params, value=loss)`` of every shipped optimizer
+(``lo.load_pretrained(name)`` for each name of ``lo.list_pretrained()``, its meta-parameters as
+shipped), of each shipped architecture with ``state_dtype="bfloat16"``, and of
+``optax.adam(1e-3)``: compiled and warmed up first, the state donated to the update (XLA writes
+the new state over the old one) and fed back from step to step; the median of at least
+``--repeats`` steps, each ended by ``jax.block_until_ready``.
 
-Two rooflines are measured in the same run, at the same N:
+The roofline is measured in the same run, at the same N: the per-coordinate matmuls a step
+performs (shapes read off the meta-parameters: each LSTM layer's ``(N, input + hidden) @
+(input + hidden, 4 hidden)``, the output projection, the Meta-LSTM's gate vectors), each jitted
+alone and writing into a donated output buffer that earlier calls touched already (*strict*: no
+page faults, no allocation). The step's *fraction of the strict roofline* is their summed time
+over the step's time: the step's matmul GFLOP/s over the bare matmuls'. A matmul writing into
+freshly allocated memory runs several times slower on CPU (a page fault per 4 KiB on first
+touch), so a roofline measured that way flatters the step; it is not used.
 
-* matmul roofline: the bare per-coordinate matmuls a learned optimizer's step performs, with the
-  shapes read off its meta-parameters (default LSTM: ``(N, 23) @ (23, 80)``, ``(N, 40) @ (40, 80)``
-  and ``(N, 20) @ (20, 1)``), each jitted alone and timed like the steps; roofline GFLOP/s = their
-  FLOPs / their summed time. Timed both writing a freshly allocated output (the plain
-  ``jnp.matmul``) and writing into a donated, already-touched buffer.
-* memory roofline: a jitted elementwise ``x * a`` over an array the size of the default LSTM's
-  state, in place (donated) and into a fresh output, gives GB/s; the step's minimum traffic is
-  reading the gradients (and the parameters where the optimizer reads them) and the state and
-  writing the state and the updates once, at the in-place bandwidth. The roofline with the
-  longer time binds.
-
-Both are measured because on CPU a fresh output costs a page fault per 4 KiB page on first
-touch, which on small VMs can cost more than the arithmetic; the JSON records minor page faults
-per step next to every timing.
+Bytes of optimizer state per parameter come from ``jax.eval_shape(tx.init, params)`` at N = 1e6,
+for every architecture and both state dtypes.
 
 Usage:
-    python benchmarks/step_cost.py --results-md benchmarks/RESULTS.md --json-out step_cost.json
+    nice -n 10 python benchmarks/step_cost.py
 
-One JSON document goes to stdout (and to ``--json-out``); ``--results-md`` rewrites this
-benchmark's section of the file, between ``<!-- step_cost:begin -->`` and
-``<!-- step_cost:end -->``.
+writes ``benchmarks/results/step_cost.json`` (``--out``); ``benchmarks/render.py`` renders it.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
+import json
 import math
 import os
-import shlex
-import statistics
+import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import learned_opt as lo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
-from _common import fmt as _fmt
+from _common import fmt
 
 PyTree = Any
 
-BEGIN_MARKER = "<!-- step_cost:begin -->"
-END_MARKER = "<!-- step_cost:end -->"
-SECTION_TITLE = "## Optimizer step cost (benchmarks/step_cost.py)"
-CPU_SIZES = (1e4, 1e5, 1e6)
-GPU_EXTRA_SIZES = (1e7, 1e8)
+SECTION = "step_cost"
+SIZES = (10_000, 100_000, 1_000_000)
+#: Target: the LSTM step at this fraction of the strict roofline at 1e6 parameters.
 ROOFLINE_TARGET = 0.5
-MAX_BANDWIDTH_FLOATS = 2**30  # 4 GiB: the bandwidth array stops growing with N beyond this
-REFERENCE = "LSTMOptimizer()"
-MIN_TIME = 0.3  # seconds of timed calls per cell at least: fast steps get more repeats
+TARGET_N = 1_000_000
+MIN_TIME = 0.3  # seconds of timed calls per cell at least: fast steps repeat more
+ADAM = "optax.adam(1e-3)"
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One optimizer to time: an optax transformation and, for learned ones, its architecture."""
+class Case(NamedTuple):
+    """One optimizer to time."""
 
     name: str
     tx: optax.GradientTransformationExtraArgs
-    opt: lo.LearnedOptimizer | None = None
-    meta_params: PyTree = None
+    opt: lo.LearnedOptimizer | None
+    meta_params: PyTree
 
 
 def make_cases() -> list[Case]:
-    """The optimizers of the benchmark, learned ones with freshly initialised meta-parameters."""
-    cases = []
-    key = jax.random.key(0)
-    learned: list[tuple[str, lo.LearnedOptimizer]] = [
-        (REFERENCE, lo.LSTMOptimizer()),
+    """Every shipped optimizer, each shipped architecture with bfloat16 state, and Adam."""
+    cases, seen = [], set()
+    for name in lo.list_pretrained():
+        opt, meta_params = lo.load_pretrained(name)
+        cases.append(Case(name, opt.as_optax(meta_params), opt, meta_params))
+        key = (type(opt).__name__, tuple(sorted(opt.config().items())))
+        if key not in seen:
+            seen.add(key)
+            low = type(opt)(**{**opt.config(), "state_dtype": "bfloat16"})
+            cases.append(
+                Case(f"{name}, bfloat16 state", low.as_optax(meta_params), low, meta_params)
+            )
+    cases.append(Case(ADAM, optax.with_extra_args_support(optax.adam(1e-3)), None, None))
+    return cases
+
+
+def state_architectures() -> list[tuple[str, Any]]:
+    """``(label, tx)`` of every architecture whose state bytes are reported."""
+    out: list[tuple[str, Any]] = []
+    shipped = {}
+    for name in lo.list_pretrained():
+        opt, _ = lo.load_pretrained(name)
+        shipped.setdefault((type(opt).__name__, tuple(sorted(opt.config().items()))), (name, opt))
+    architectures = [(f"{name} (shipped)", opt) for name, opt in shipped.values()]
+    architectures += [
+        ("LSTMOptimizer()", lo.LSTMOptimizer()),
         ("LSTMOptimizer(momentum_size=20)", lo.LSTMOptimizer(momentum_size=20)),
         ("MetaLSTMOptimizer()", lo.MetaLSTMOptimizer()),
         ("LearnedRule()", lo.LearnedRule()),
     ]
-    for name, opt in learned:
-        meta_params = opt.init(key)
-        cases.append(Case(name, opt.as_optax(meta_params), opt, meta_params))
-    cases.append(Case("optax.adam(1e-3)", optax.with_extra_args_support(optax.adam(1e-3))))
-    cases.append(Case("optax.sgd(1e-2)", optax.with_extra_args_support(optax.sgd(1e-2))))
-    return cases
+    for label, opt in architectures:
+        for dtype in ("float32", "bfloat16"):
+            variant = type(opt)(**{**opt.config(), "state_dtype": dtype})
+            out.append((f"{label}, {dtype}", variant.as_optax(variant.init(jax.random.key(0)))))
+    out.append((ADAM, optax.adam(1e-3)))
+    return out
 
 
 def make_params(n: int) -> dict[str, jax.Array]:
@@ -106,531 +115,323 @@ def make_params(n: int) -> dict[str, jax.Array]:
     sizes.append(n - sum(sizes))
     params = {}
     for k, size in enumerate(sizes):
-        shape = (size // 10, 10) if size % 10 == 0 else (size,)
+        shape = (size // 100, 100) if size % 100 == 0 else (size,)
         params[f"layer{k}"] = jax.random.normal(jax.random.key(k), shape, jnp.float32)
     return params
 
 
 def tree_nbytes(tree: PyTree) -> int:
-    """Bytes of all the arrays in ``tree``."""
-    return sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+    """Bytes of all the arrays (or shape structs) in ``tree``."""
+    return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
 def matmul_shapes(case: Case) -> list[tuple[int, int]]:
-    """``(K, M)`` of every per-coordinate matmul ``(N, K) @ (K, M)`` in one step of ``case``.
-
-    Read off the meta-parameters' shapes: the fused gate weights ``(input + hidden, 4 hidden)``
-    of every LSTM layer (and of the momentum LSTM), the output projection, the Meta-LSTM's
-    ``h @ w`` gate vectors and the learned rule's ``features @ coef``.
-    """
-    mp = case.meta_params
-    if isinstance(case.opt, lo.LSTMOptimizer):
+    """``(K, M)`` of every per-coordinate matmul ``(N, K) @ (K, M)`` in one step of ``case``."""
+    mp, opt = case.meta_params, case.opt
+    if isinstance(opt, lo.LSTMOptimizer):
         shapes = [tuple(layer["w"].shape) for layer in mp["layers"]]
         shapes.append(tuple(mp["out"]["w"].shape))
         if "momentum" in mp:
             shapes.append(tuple(mp["momentum"]["w"].shape))
         return shapes
-    if isinstance(case.opt, lo.MetaLSTMOptimizer):
+    if isinstance(opt, lo.MetaLSTMOptimizer):
         # Each gate's weights are (hidden + 2,): h @ w[:-2], plus two elementwise terms.
         gates = [(mp[name]["w"].shape[0] - 2, 1) for name in ("forget", "input")]
         return [tuple(mp["lstm"]["w"].shape), *gates]
-    if isinstance(case.opt, lo.LearnedRule):
-        return [(mp["coef"].shape[0], 1)]
     return []
 
 
-def state_bound(case: Case) -> float | None:
-    """The optimizer state's size per parameter in bytes implied by the architecture."""
-    opt = case.opt
-    if isinstance(opt, lo.LSTMOptimizer):
-        return 2 * opt.num_layers * opt.hidden_size * 4 + 2 * opt.momentum_size * 4
-    if isinstance(opt, lo.MetaLSTMOptimizer):
-        return 2 * opt.hidden_size * 4 + 2 * 4  # LSTM carry, previous forget and input gates
-    if isinstance(opt, lo.LearnedRule):
-        return (len(opt.decays) + 1) * 4  # momenta and the squared-gradient EMA
-    if case.name.startswith("optax.adam"):
-        return 8.0
-    if case.name.startswith("optax.sgd"):
-        return 0.0
-    return None
-
-
-def reads_params(case: Case) -> bool:
-    """Whether the optimizer's step reads the parameters (more memory traffic)."""
-    return bool(case.opt is not None and case.opt.needs_params)
-
-
-def _block(tree: PyTree) -> None:
-    jax.block_until_ready(tree)
-
-
-def summarize(times: list[float]) -> dict[str, Any]:
-    """Median, min and quartiles in ms; every time too when there are few."""
-    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
-    stats = {
-        "calls": len(times),
-        "median_ms": 1e3 * statistics.median(times),
-        "min_ms": 1e3 * min(times),
-        "q1_ms": 1e3 * q1,
-        "q3_ms": 1e3 * q3,
+def summarize(timing: _common.Timing) -> dict[str, Any]:
+    """Median and min in ms, the number of calls and the page faults per call."""
+    return {
+        "calls": len(timing.seconds),
+        "median_ms": 1e3 * timing.median,
+        "min_ms": 1e3 * min(timing.seconds),
+        "page_faults_per_call": timing.page_faults,
     }
-    if len(times) <= 20:
-        stats["times_ms"] = [round(1e3 * t, 4) for t in times]
-    return stats
 
 
-def time_update(
-    case: Case, params: PyTree, grads: PyTree, donate: bool, repeats: int
-) -> dict[str, Any]:
-    """Times ``case.tx.update`` jitted, the new state fed back into the next call."""
+def time_update(case: Case, params: PyTree, grads: PyTree, repeats: int) -> dict[str, Any]:
+    """Times ``case.tx.update`` jitted with the state donated, the new state fed back."""
     loss = jnp.float32(1.0)
 
     def update(g: PyTree, state: PyTree, p: PyTree, value: jax.Array) -> tuple[PyTree, PyTree]:
         return case.tx.update(g, state, p, value=value)
 
-    state = case.tx.init(params)
-    state_bytes = tree_nbytes(state)
-    leaves = [leaf for leaf in jax.tree.leaves(state) if leaf.size]
-    aliased = len(leaves) - len({id(leaf) for leaf in leaves})
-    if aliased and donate:
-        # XLA refuses to donate one buffer twice; copy the leaves that share one.
-        state = jax.tree.map(jnp.copy, state)
+    state = jax.tree.map(jnp.copy, case.tx.init(params))  # no two leaves share a buffer
     t0 = time.perf_counter()
-    compiled = (
-        jax.jit(update, donate_argnums=(1,) if donate else ())
-        .lower(grads, state, params, loss)
-        .compile()
-    )
+    compiled = jax.jit(update, donate_argnums=(1,)).lower(grads, state, params, loss).compile()
     compile_s = time.perf_counter() - t0
     holder = {"state": state}
     del state
 
-    def call() -> tuple[PyTree, PyTree]:
+    def call() -> PyTree:
         updates, holder["state"] = compiled(grads, holder["state"], params, loss)
         return updates, holder["state"]
 
-    _block(call())  # warm-up
-    times, faults = _common.time_calls(call, repeats, MIN_TIME)
-    return {
-        **summarize(times),
-        "compile_s": compile_s,
-        "page_faults_per_step": faults,
-        "state_bytes": state_bytes,
-        "init_state_shared_leaves": aliased,
-    }
+    timing = _common.time_calls(call, repeats, MIN_TIME, warmup=2)
+    return {**summarize(timing), "compile_s": compile_s}
 
 
-def time_matmul(n: int, k: int, m: int, in_place: bool, repeats: int) -> dict[str, Any]:
-    """Times a jitted ``(n, k) @ (k, m)`` float32 matmul, its output fresh or a donated buffer."""
+def time_matmul(n: int, k: int, m: int, repeats: int) -> dict[str, Any]:
+    """Times a jitted ``(n, k) @ (k, m)`` float32 matmul writing into a donated, touched buffer."""
     a = jax.random.normal(jax.random.key(1), (n, k), jnp.float32)
     b = jax.random.normal(jax.random.key(2), (k, m), jnp.float32) / math.sqrt(k)
-    if in_place:
-        fn = jax.jit(lambda a, b, out: a @ b, donate_argnums=(2,), keep_unused=True)
-        holder = {"out": jnp.zeros((n, m), jnp.float32)}
-
-        def call() -> jax.Array:
-            holder["out"] = fn(a, b, holder["out"])
-            return holder["out"]
-
-    else:
-        fn = jax.jit(jnp.matmul)
-
-        def call() -> jax.Array:
-            return fn(a, b)
-
-    _block(call())
-    _block(call())
-    times, faults = _common.time_calls(call, repeats, MIN_TIME)
-    return {**summarize(times), "flops": 2 * n * k * m, "page_faults_per_call": faults}
-
-
-def time_bandwidth(num_floats: int, in_place: bool, repeats: int) -> dict[str, Any]:
-    """GB/s of a jitted ``x * a`` over ``num_floats`` float32 (read + write), in place or not."""
-    fn = jax.jit(lambda x: x * 1.0000001, donate_argnums=(0,) if in_place else ())
-    holder = {"x": jnp.ones((num_floats,), jnp.float32)}
+    fn = jax.jit(lambda a, b, out: a @ b, donate_argnums=(2,), keep_unused=True)
+    holder = {"out": jnp.zeros((n, m), jnp.float32)}
 
     def call() -> jax.Array:
-        out = fn(holder["x"])
-        if in_place:
-            holder["x"] = out
-        return out
+        holder["out"] = fn(a, b, holder["out"])
+        return holder["out"]
 
-    _block(call())
-    _block(call())
-    times, faults = _common.time_calls(call, repeats, MIN_TIME)
-    stats = summarize(times)
-    moved = 2 * 4 * num_floats
-    stats["bytes"] = moved
-    stats["gb_per_s"] = moved / (stats["median_ms"] * 1e-3) / 1e9
-    stats["page_faults_per_call"] = faults
-    return stats
+    timing = _common.time_calls(call, repeats, MIN_TIME, warmup=2)
+    return {**summarize(timing), "flops": 2 * n * k * m}
 
 
-def roofline_for_size(
-    n: int, cases: list[Case], repeats: int, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """Bare matmul timings for every shape the learned optimizers use, and memory bandwidth."""
-    matmuls: dict[str, Any] = {}
+def measure(n: int, cases: list[Case], repeats: int) -> tuple[dict[str, Any], list[dict]]:
+    """The strict roofline's matmuls and every case's step at ``n`` parameters."""
+    params = make_params(n)
+    grads = jax.tree.map(lambda p: 1e-3 * jnp.sin(p), params)
+    roof: dict[str, Any] = {}
     for case in cases:
         for k, m in matmul_shapes(case):
-            key = f"{k}x{m}"
-            if key in matmuls:
-                continue
-            entry = {"k": k, "m": m}
-            for label, in_place in (("fresh", False), ("in_place", True)):
-                try:
-                    entry[label] = time_matmul(n, k, m, in_place, repeats)
-                except Exception as err:  # e.g. out of memory at large N on a GPU
-                    entry[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            if f"{k}x{m}" not in roof:
+                roof[f"{k}x{m}"] = {"k": k, "m": m, **time_matmul(n, k, m, repeats)}
                 gc.collect()
-            log(
-                f"  matmul (N,{k})@({k},{m}): fresh "
-                f"{entry['fresh'].get('median_ms', float('nan')):.3f} ms, in place "
-                f"{entry['in_place'].get('median_ms', float('nan')):.3f} ms"
-            )
-            matmuls[key] = entry
-    reference = next(c for c in cases if c.name == REFERENCE)
-    state_floats = min(n * int(state_bound(reference) // 4), MAX_BANDWIDTH_FLOATS)
-    bandwidth = {}
-    for label, in_place in (("in_place", True), ("fresh", False)):
-        try:
-            bandwidth[label] = time_bandwidth(state_floats, in_place, repeats)
-        except Exception as err:
-            bandwidth[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
+    rows = []
+    for case in cases:
+        row: dict[str, Any] = {"optimizer": case.name, "n": n}
+        row.update(time_update(case, params, grads, repeats))
         gc.collect()
-    log(
-        f"  bandwidth over {state_floats * 4 / 1e6:.1f} MB: in place "
-        f"{bandwidth['in_place'].get('gb_per_s', float('nan')):.1f} GB/s, fresh output "
-        f"{bandwidth['fresh'].get('gb_per_s', float('nan')):.1f} GB/s"
-    )
-    return {"matmuls": matmuls, "bandwidth": bandwidth, "bandwidth_array_floats": state_floats}
-
-
-def analyse_row(row: dict[str, Any], case: Case, n: int, roof: dict[str, Any]) -> None:
-    """Adds FLOPs, GFLOP/s, roofline times and fractions to a timed row (in place)."""
-    shapes = matmul_shapes(case)
-    flops = sum(2 * n * k * m for k, m in shapes)
-    if shapes:
-        row["matmul_shapes"] = [[n, k, m] for k, m in shapes]
-        row["matmul_flops"] = flops
-    bw_in = roof["bandwidth"]["in_place"]
-    for label in ("donated", "not_donated"):
-        timing = row[label]
-        step_ms = timing.get("median_ms")
-        if not step_ms:
-            continue
+        shapes = matmul_shapes(case)
         if shapes:
-            timing["achieved_gflops"] = flops / (step_ms * 1e-3) / 1e9
-            for kind in ("fresh", "in_place"):
-                parts = [roof["matmuls"][f"{k}x{m}"][kind] for k, m in shapes]
-                if all("median_ms" in part for part in parts):
-                    roof_ms = sum(part["median_ms"] for part in parts)
-                    timing[f"matmul_roofline_{kind}"] = {
-                        "ms": roof_ms,
-                        "gflops": flops / (roof_ms * 1e-3) / 1e9,
-                        "fraction": roof_ms / step_ms,
-                    }
-        if "gb_per_s" in bw_in:
-            # Minimum traffic: read the gradients (and the parameters where used) and the
-            # state, write the state and the updates, all at the in-place bandwidth: a lower
-            # bound. Writing to newly allocated memory costs more (see page_faults_per_step).
-            state_bytes = timing["state_bytes"]
-            min_bytes = 2 * state_bytes + 2 * 4 * n + (4 * n if reads_params(case) else 0)
-            mem_ms = 1e3 * min_bytes / (bw_in["gb_per_s"] * 1e9)
-            timing["memory_roofline"] = {
-                "min_bytes": min_bytes,
-                "ms": mem_ms,
-                "fraction": mem_ms / step_ms,
-            }
-        compute_ms = timing.get("matmul_roofline_fresh", {}).get("ms")
-        mem_ms = timing.get("memory_roofline", {}).get("ms")
-        if compute_ms is not None and mem_ms is not None:
-            timing["binding_roofline"] = "matmul" if compute_ms >= mem_ms else "memory"
-        elif mem_ms is not None:
-            timing["binding_roofline"] = "memory"
+            flops = sum(2 * n * k * m for k, m in shapes)
+            roof_ms = sum(roof[f"{k}x{m}"]["median_ms"] for k, m in shapes)
+            row["matmul_shapes"] = [[n, k, m] for k, m in shapes]
+            row["matmul_flops"] = flops
+            row["gflops"] = flops / (row["median_ms"] * 1e-3) / 1e9
+            row["strict_roofline_gflops"] = flops / (roof_ms * 1e-3) / 1e9
+            row["strict_roofline_fraction"] = roof_ms / row["median_ms"]
+        log(
+            f"  {case.name:36s} {row['median_ms']:9.3f} ms"
+            + (f"  {row['strict_roofline_fraction']:.2f} of strict" if shapes else "")
+        )
+        rows.append(row)
+    return roof, rows
 
 
-def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    """Times every optimizer and the rooflines at every size; returns the JSON document."""
-    backend = jax.default_backend()
-    if args.sizes:
-        sizes = [int(s) for s in args.sizes]
-    else:
-        sizes = [int(s) for s in CPU_SIZES]
-        if backend == "gpu":
-            sizes += [int(s) for s in GPU_EXTRA_SIZES]
+def one_core(args: argparse.Namespace) -> dict[str, Any]:
+    """The learned optimizers and their roofline at N = 1e6 in a child pinned to one core."""
+    core = min(os.sched_getaffinity(0))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one-core-worker"]
+    cmd += ["--repeats", str(args.repeats), "--sizes", str(TARGET_N)]
+    done = subprocess.run(
+        cmd,
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return {"error": f"the one-core worker exited with status {done.returncode}"}
+    return {"core": core, **json.loads(done.stdout)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Times every case and the roofline at every size; returns the JSON document."""
     busy = _common.cpu_busy_fraction()
-    result: dict[str, Any] = {
-        "benchmark": "step_cost",
-        "command": "python benchmarks/step_cost.py " + shlex.join(sys.argv[1:]),
+    doc: dict[str, Any] = {
+        "command": _common.command_line("benchmarks/step_cost.py", args.argv),
         "machine": _common.machine(),
+        "niceness": os.nice(0),
         "cpu_busy_fraction_before_start": busy,
         "load_average_start": list(os.getloadavg()),
         "repeats": args.repeats,
-        "sizes": sizes,
+        "sizes": args.sizes,
         "rows": [],
-        "rooflines": {},
+        "roofline": {},
+        "state_bytes_per_param": {},
     }
-    cases = make_cases()
     t_start = time.perf_counter()
-    for n in sizes:
+    n_state = 1_000_000
+    for label, tx in state_architectures():
+        shapes = jax.eval_shape(tx.init, jax.eval_shape(lambda: make_params(n_state)))
+        doc["state_bytes_per_param"][label] = tree_nbytes(shapes) / n_state
+    cases = make_cases()
+    load_during = []
+    for n in args.sizes:
         log(f"N = {n:.0e}")
-        params = make_params(n)
-        grads = jax.tree.map(lambda p: 1e-3 * jnp.sin(p), params)
-        roof = roofline_for_size(n, cases, args.repeats, log)
-        result["rooflines"][str(n)] = roof
-        rows = []
-        for case in cases:
-            row: dict[str, Any] = {"optimizer": case.name, "n": n}
-            for label, donate in (("donated", True), ("not_donated", False)):
-                try:
-                    row[label] = time_update(case, params, grads, donate, args.repeats)
-                except Exception as err:
-                    row[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
-                gc.collect()
-            state_bytes = row["donated"].get("state_bytes", row["not_donated"].get("state_bytes"))
-            row["state_bytes_per_param"] = state_bytes / n if state_bytes is not None else None
-            row["state_bytes_per_param_bound"] = state_bound(case)
-            analyse_row(row, case, n, roof)
-            log(
-                f"  {case.name:34s} donated {row['donated'].get('median_ms', float('nan')):9.3f}"
-                f" ms, not donated {row['not_donated'].get('median_ms', float('nan')):9.3f} ms"
-            )
-            rows.append(row)
-        adam = next(r for r in rows if r["optimizer"].startswith("optax.adam"))
+        doc["roofline"][str(n)], rows = measure(n, cases, args.repeats)
+        adam = next(r for r in rows if r["optimizer"] == ADAM)
         for row in rows:
-            for label in ("donated", "not_donated"):
-                mine, ref = row[label].get("median_ms"), adam[label].get("median_ms")
-                if mine is not None and ref:
-                    row[label]["ratio_to_adam"] = mine / ref
-        result["rows"].extend(rows)
-        del params, grads
-        gc.collect()
-    result["wall_s"] = time.perf_counter() - t_start
-    result["load_average_end"] = list(os.getloadavg())
-    return result
+            row["ratio_to_adam"] = row["median_ms"] / adam["median_ms"]
+        doc["rows"].extend(rows)
+        load_during.append({"n": n, "load_average": list(os.getloadavg())})
+    if TARGET_N in args.sizes and len(os.sched_getaffinity(0)) > 1:
+        log(f"N = {TARGET_N:.0e}, one core")
+        doc["one_core"] = one_core(args)
+        load_during.append({"n": TARGET_N, "load_average": list(os.getloadavg())})
+    doc["load_during"] = load_during
+    doc["wall_s"] = time.perf_counter() - t_start
+    doc["load_average_end"] = list(os.getloadavg())
+    return doc
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.0f}%"
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    """This benchmark's section of RESULTS.md, markers included."""
-    m = result["machine"]
-    busy = result.get("cpu_busy_fraction_before_start")
+def render(doc: dict[str, Any]) -> str:
+    """The Markdown body of the step-cost section of RESULTS.md."""
+    m = doc["machine"]
+    busy = doc.get("cpu_busy_fraction_before_start")
+    loads = [doc["load_average_start"][0], *(d["load_average"][0] for d in doc["load_during"])]
+    cpus = m.get("cpus_usable") or m.get("cpu_count")
     lines = [
-        BEGIN_MARKER,
-        SECTION_TITLE,
+        "## Optimizer step cost (benchmarks/step_cost.py)",
         "",
-        "Generated by:",
+        f"Generated by `{doc['command']}` at niceness {doc['niceness']}. "
+        + _common.machine_line(m),
         "",
-        "```",
-        result["command"],
-        "```",
+        f"**CPU-only figures** (backend `{m['backend']}`; no GPU was available for this run). "
+        f"The machine was shared: {fmt(100 * busy if busy is not None else None, '.0f')}% of "
+        f"its CPUs were busy with other work in the second before the run, and the 1-minute "
+        f"load average on its {cpus} usable cores was "
+        f"{min(loads):.1f} to {max(loads):.1f} during it ({doc['wall_s']:.0f} s), so every time "
+        "below includes contention and is an upper bound of the step's cost on a quiet machine; "
+        "the fractions compare timings taken under the same load minutes apart.",
         "",
-        f"Machine: {m['cpu_model'] or m['platform_processor'] or 'unknown CPU'}, "
-        f"{m['cpu_count']} cores, {m['platform']}; jax {m['jax_version']} "
-        f"(jaxlib {m['jaxlib_version']}), optax {m['optax_version']}, backend "
-        f"`{m['backend']}`, devices `{', '.join(m['jax_devices'])}`"
-        + (f", XLA_FLAGS=`{m['xla_flags']}`" if m["xla_flags"] else "")
-        + ". "
-        f"Other load: CPUs {_pct(busy)} busy in the second before the run; load average "
-        f"{result['load_average_start'][0]:.2f} at the start, "
-        f"{result['load_average_end'][0]:.2f} at the end. At least {result['repeats']} timed "
-        f"steps per cell (fast cells repeat for {MIN_TIME:g} s); the run took "
-        f"{result['wall_s']:.0f} s.",
+        "A step is the jitted `tx.update(grads, state, params, value=loss)` of the shipped "
+        "optimizer (`lo.load_pretrained`), the state donated and fed back; median of at least "
+        f"{doc['repeats']} steps (fast cells repeat for {MIN_TIME:g} s). *Strict roofline*: the "
+        "step's per-coordinate matmuls (shapes from the meta-parameters), each jitted alone "
+        "writing into an already-touched buffer, timed in the same run; *fraction* = their time "
+        "/ the step's time. Faults: minor page faults per step.",
         "",
-        "How to read it. A step is the jitted `tx.update(grads, state, params, value=loss)` "
-        "of the installed package, compiled and warmed up first, the new state fed back; "
-        "times are medians. *Donated*: the state argument is donated "
-        "(`jax.jit(..., donate_argnums=1)`), so XLA may write the new state over the old one; "
-        "*fresh*: it is not, so every step writes the state into newly allocated memory. "
-        "Ratios to Adam compare like with like. State B/param: bytes of the state's arrays "
-        "/ N, the architecture's bound in brackets. GFLOP/s: FLOPs of the per-coordinate "
-        "matmuls (shapes from the meta-parameters) / step time (donated). Matmul roofline: "
-        "the same matmuls, bare and jitted one by one, writing fresh output (as a plain "
-        "`jnp.matmul`); *fraction* = their time / the step's time, i.e. the step's GFLOP/s "
-        "over the roofline's; *strict* is the same with the matmuls writing into memory "
-        "touched before. Memory roofline: the step's minimum traffic (read gradients, "
-        "parameters where used and the state; write the state and the updates) at the "
-        "in-place bandwidth below. *Binds*: the roofline with the longer time (donated). "
-        "Faults: minor page faults per step (donated / fresh), each the first touch of a "
-        "4 KiB page of newly allocated memory.",
-        "",
-        "| optimizer | N | ms/step donated | ms/step fresh | ratio to Adam (donated / fresh) "
-        "| state B/param (bound) | matmul GFLOP/step | GFLOP/s | matmul roofline GFLOP/s "
-        "| fraction of matmul roofline (donated / fresh) | fraction of strict matmul roofline "
-        "| fraction of memory roofline (donated / fresh) | binds "
-        "| faults/step (donated / fresh) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| optimizer | N | ms/step | ratio to Adam | matmul GFLOP/s | strict roofline GFLOP/s "
+        "| fraction of strict roofline | faults/step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in result["rows"]:
-        don, fresh = row["donated"], row["not_donated"]
-        bound = row.get("state_bytes_per_param_bound")
-        state = _fmt(row.get("state_bytes_per_param"), ".1f")
-        if bound is not None:
-            state += f" ({bound:g})"
-        flops = row.get("matmul_flops")
-        roof = don.get("matmul_roofline_fresh", {})
-
-        def frac(timing: dict[str, Any], key: str) -> str:
-            return _fmt(timing.get(key, {}).get("fraction"), ".2f")
-
+    for row in doc["rows"]:
         lines.append(
-            f"| {row['optimizer']} | {row['n']:.0e} "
-            f"| {_fmt(don.get('median_ms'), '.3f')} | {_fmt(fresh.get('median_ms'), '.3f')} "
-            f"| {_fmt(don.get('ratio_to_adam'), '.1f')} / "
-            f"{_fmt(fresh.get('ratio_to_adam'), '.1f')} "
-            f"| {state} | {_fmt(flops / 1e9 if flops else None, '.3f')} "
-            f"| {_fmt(don.get('achieved_gflops'), '.1f')} | {_fmt(roof.get('gflops'), '.1f')} "
-            f"| {frac(don, 'matmul_roofline_fresh')} / {frac(fresh, 'matmul_roofline_fresh')} "
-            f"| {frac(don, 'matmul_roofline_in_place')} "
-            f"| {frac(don, 'memory_roofline')} / {frac(fresh, 'memory_roofline')} "
-            f"| {don.get('binding_roofline', '—')} "
-            f"| {don.get('page_faults_per_step', '—')} / "
-            f"{fresh.get('page_faults_per_step', '—')} |"
+            f"| {row['optimizer']} | {row['n']:.0e} | {row['median_ms']:.3f} "
+            f"| {row['ratio_to_adam']:.1f} | {fmt(row.get('gflops'), '.1f')} "
+            f"| {fmt(row.get('strict_roofline_gflops'), '.1f')} "
+            f"| {fmt(row.get('strict_roofline_fraction'), '.2f')} "
+            f"| {row['page_faults_per_call']} |"
         )
-    lines += [
-        "",
-        "Rooflines, measured in the same run. Bare matmuls `(N, K) @ (K, M)` in float32, "
-        "the output freshly allocated (a plain `jnp.matmul`) or written into a donated buffer "
-        "that earlier calls touched already:",
-        "",
-        "| N | (K, M) | ms, fresh output | GFLOP/s | ms, output in place | GFLOP/s |",
-        "|---:|---|---:|---:|---:|---:|",
-    ]
-    for n_str, roof in result["rooflines"].items():
-        for entry in roof["matmuls"].values():
-            cells = []
-            for kind in ("fresh", "in_place"):
-                t = entry[kind]
-                if "median_ms" in t:
-                    gflops = t["flops"] / (t["median_ms"] * 1e-3) / 1e9
-                    cells += [f"{t['median_ms']:.3f}", f"{gflops:.1f}"]
-                else:
-                    cells += ["error", "—"]
-            lines.append(
-                f"| {int(n_str):.0e} | ({entry['k']}, {entry['m']}) | {' | '.join(cells)} |"
+    single = doc.get("one_core", {})
+    if "rows" in single:
+        lines += [
+            "",
+            f"The learned optimizers at N = 1e6 again, in a child process pinned to core "
+            f"{single['core']} (XLA then runs one thread), the strict roofline measured in that "
+            "process too.",
+        ]
+        everywhere = {(r["optimizer"], r["n"]): r["median_ms"] for r in doc["rows"]}
+        faster = [
+            r["optimizer"]
+            for r in single["rows"]
+            if r["median_ms"] < everywhere.get((r["optimizer"], r["n"]), 0.0)
+        ]
+        if faster:
+            lines[-1] += (
+                f" The step of {len(faster)} of the {len(single['rows'])} took less time on one "
+                "core than on all of them: its many small per-chunk operations are each split "
+                "over the threads and wait for the slowest (on a shared machine often a "
+                "preempted one), while a bare matmul waits once."
             )
+        lines += [
+            "",
+            "| optimizer | N | ms/step, one core | strict roofline GFLOP/s, one core "
+            "| fraction of strict roofline, one core |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for row in single["rows"]:
+            lines.append(
+                f"| {row['optimizer']} | {row['n']:.0e} | {row['median_ms']:.3f} "
+                f"| {fmt(row.get('strict_roofline_gflops'), '.1f')} "
+                f"| {fmt(row.get('strict_roofline_fraction'), '.2f')} |"
+            )
+    elif single:
+        lines += ["", f"The one-core measurement failed: {single['error']}."]
     lines += [
         "",
-        "Memory bandwidth: jitted `x * a` over float32 `x` the size of the default LSTM's "
-        "state, (read + write bytes) / time, in place (donated) or into a fresh output:",
+        "Optimizer state, bytes per parameter (`jax.eval_shape(tx.init, params)` at N = 1e6; "
+        "the arrays only, counters included):",
         "",
-        "| N | array MB | GB/s in place | GB/s fresh output | page faults per fresh call |",
-        "|---:|---:|---:|---:|---:|",
+        "| architecture | state dtype | bytes/param |",
+        "|---|---|---:|",
     ]
-    for n_str, roof in result["rooflines"].items():
-        bw = roof["bandwidth"]
-        lines.append(
-            f"| {int(n_str):.0e} | {roof['bandwidth_array_floats'] * 4 / 1e6:.1f} "
-            f"| {_fmt(bw['in_place'].get('gb_per_s'), '.1f')} "
-            f"| {_fmt(bw['fresh'].get('gb_per_s'), '.1f')} "
-            f"| {bw['fresh'].get('page_faults_per_call', '—')} |"
-        )
-    lines += ["", *findings(result), END_MARKER]
+    for label, value in doc["state_bytes_per_param"].items():
+        name, _, dtype = label.rpartition(", ")
+        if not name:
+            name, dtype = label, "float32"
+        lines.append(f"| {name} | {dtype} | {value:.1f} |")
+    lines += ["", *findings(doc)]
     return "\n".join(lines) + "\n"
 
 
-def findings(result: dict[str, Any]) -> list[str]:
-    """Sentences computed from the numbers: the roofline target and the gap to Adam."""
-    out = ["Summary, computed from the numbers above:", ""]
-    for row in result["rows"]:
-        don, fresh = row["donated"], row["not_donated"]
-        roof = don.get("matmul_roofline_fresh")
-        if row["optimizer"] != REFERENCE or not roof:
+def findings(doc: dict[str, Any]) -> list[str]:
+    """The target, per shipped learned optimizer at N = 1e6, stated plainly."""
+    out = []
+    single = {r["optimizer"]: r for r in doc.get("one_core", {}).get("rows", [])}
+    for row in doc["rows"]:
+        fraction = row.get("strict_roofline_fraction")
+        if row["n"] != TARGET_N or fraction is None:
             continue
-        verdict = "meets" if roof["fraction"] >= ROOFLINE_TARGET else "misses"
+        verdict = "meets" if fraction >= ROOFLINE_TARGET else "does not meet"
         text = (
-            f"- N = {row['n']:.0e}: the default LSTM step runs at "
-            f"{don['achieved_gflops']:.1f} GFLOP/s with the state donated, "
-            f"{roof['fraction']:.2f} of the bare-matmul roofline's {roof['gflops']:.1f} GFLOP/s "
-            f"({verdict} the target of {ROOFLINE_TARGET:g}); "
-            f"{_fmt(fresh.get('matmul_roofline_fresh', {}).get('fraction'), '.2f')} without "
-            "donation"
+            f"- `{row['optimizer']}` at N = 1e6: {fraction:.2f} of the strict roofline "
+            f"({row['gflops']:.1f} of {row['strict_roofline_gflops']:.1f} GFLOP/s) on all "
+            f"cores; it {verdict} the target of {ROOFLINE_TARGET:g}. Its step costs "
+            f"{row['ratio_to_adam']:.0f} times Adam's."
         )
-        strict = don.get("matmul_roofline_in_place")
-        if strict:
-            text += (
-                f"; {strict['fraction']:.2f} of the matmuls writing into touched memory "
-                f"({strict['gflops']:.1f} GFLOP/s)"
-            )
-        matmuls = result["rooflines"][str(row["n"])]["matmuls"]
-        faults = sum(
-            matmuls[f"{k}x{m}"]["fresh"].get("page_faults_per_call", 0)
-            for _, k, m in row["matmul_shapes"]
-        )
-        out_pages = sum(4 * n * m for n, _, m in row["matmul_shapes"]) / 4096
-        if faults >= 0.25 * out_pages:
-            text += (
-                f". The bare matmuls writing fresh output took {faults} page faults per call "
-                "between them, so that roofline measures first-touch memory as much as "
-                "arithmetic; the strict fraction does not depend on the allocator"
-            )
-        text += (
-            f". Its step takes {_fmt(don.get('ratio_to_adam'), '.0f')} times Adam's "
-            f"(donated; {_fmt(fresh.get('ratio_to_adam'), '.0f')} times without donation)."
-        )
+        pinned = single.get(row["optimizer"], {}).get("strict_roofline_fraction")
+        if pinned is not None:
+            verdict = "meets" if pinned >= ROOFLINE_TARGET else "does not meet"
+            text += f" On one core: {pinned:.2f}, which {verdict} it."
         out.append(text)
-    shared = sorted(
-        {r["optimizer"] for r in result["rows"] if r["donated"].get("init_state_shared_leaves")}
-    )
-    if shared:
-        out.append(
-            f"- `tx.init` of {', '.join(shared)} returns a state whose leaves share buffers "
-            "(each LSTM carry's `h` and `c` are one zeros array), so donating it fails with "
-            "*Attempt to donate the same buffer twice*; the benchmark copies the state before "
-            "its first donated step."
-        )
-    return out
+    if not out:
+        out.append(f"- No run at N = {TARGET_N:.0e}: the roofline target was not measured.")
+    return ["Against the target (at least 0.5 of the strict roofline at 1e6 parameters):", "", *out]
 
 
-def write_results_md(path: Path, section: str) -> None:
-    """Replaces this benchmark's section of ``path`` (or appends it), keeping everything else."""
-    _common.write_section(path, section, BEGIN_MARKER, END_MARKER)
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--sizes",
-        type=float,
-        nargs="+",
-        default=None,
-        help="parameter counts N (default 1e4 1e5 1e6, plus 1e7 1e8 on a GPU backend)",
+        "--sizes", type=float, nargs="+", default=SIZES, help="parameter counts N (1e4 1e5 1e6)"
     )
     parser.add_argument(
-        "--repeats",
-        type=int,
-        default=7,
-        help=f"timed steps per cell at least (fast ones repeat for {MIN_TIME} s, median taken)",
+        "--repeats", type=int, default=5, help="timed steps per cell at least (median taken)"
     )
-    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument(
-        "--results-md",
+        "--out",
         type=Path,
-        default=None,
-        help="rewrite this benchmark's section of this markdown file (benchmarks/RESULTS.md)",
+        default=_common.RESULTS_DIR / f"{SECTION}.json",
+        help="where the JSON document goes (default benchmarks/results/step_cost.json)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument("--one-core-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats: expected a positive integer")
+    if any(s < 1 or s != int(s) for s in args.sizes):
+        parser.error("--sizes: expected positive whole numbers")
+    args.sizes = [int(s) for s in args.sizes]
+    args.argv = sys.argv[1:] if argv is None else argv
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.repeats < 1:
-        raise SystemExit("--repeats: expected a positive integer")
-    # Donating the state's zero-size spec arrays can leave them unused; that is expected.
+    # Donating the state's zero-size spec arrays leaves them unused; that is expected.
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    result = run(args, log)
-    _common.emit_json(result, args.json_out)
-    if args.results_md:
-        write_results_md(args.results_md, render_markdown(result))
-        log(f"wrote section of {args.results_md}")
+    if args.one_core_worker:
+        learned = [case for case in make_cases() if case.opt is not None]
+        roof, rows = measure(args.sizes[0], learned, args.repeats)
+        print(json.dumps({"roofline": roof, "rows": rows}))
+        return
+    _common.emit_json(run(args), args.out)
 
 
 if __name__ == "__main__":

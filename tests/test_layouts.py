@@ -138,7 +138,12 @@ _SHARDED = textwrap.dedent(
 
     mesh = jax.make_mesh((4,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
     shard = lambda x: NamedSharding(mesh, P("fsdp") if x.ndim else P())
-    params = {"w1": jnp.ones((64, 32)), "b1": jnp.ones(32), "w2": jnp.ones((32, 8))}
+    from learned_opt.optimizers import _chunks
+
+    # "big" is above the chunking threshold: it is updated a chunk at a time.
+    params = {"w1": jnp.ones((64, 32)), "b1": jnp.ones(32), "w2": jnp.ones((32, 8)),
+              "big": jnp.ones((128, 288))}
+    assert _chunks.plan(params["big"].shape, jax.device_count()) is not None
     params = jax.device_put(params, jax.tree.map(shard, params))
     grads = jax.tree.map(lambda p: 0.1 * p, params)
     kinds = "all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter"
@@ -160,7 +165,7 @@ _SHARDED = textwrap.dedent(
         shapes = [shape for shape, _, _ in found]
         state_sharded = all(
             x.sharding.spec[:1] == ("fsdp",)
-            for x in jax.tree.leaves(state) if x.ndim >= 2 and x.shape[0] == 64)
+            for x in jax.tree.leaves(state) if x.ndim >= 2 and x.shape[0] in (64, 128))
         out[name] = {"ops": ops, "shapes": shapes, "state_sharded": state_sharded}
     print(json.dumps(out))
     """

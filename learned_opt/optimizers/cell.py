@@ -37,21 +37,39 @@ def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
     return y + b.reshape((1,) * (y.ndim - 1) + b.shape)
 
 
-def lstm_step(params: dict[str, jax.Array], x: jax.Array, carry: LSTMCarry) -> LSTMCarry:
+def sigmoid(x: jax.Array) -> jax.Array:
+    """The logistic function as ``(1 + tanh(x / 2)) / 2``: one ``tanh`` instead of an ``exp``
+    and a division, which on CPU makes the LSTM step about a tenth faster."""
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+def lstm_step(
+    params: dict[str, jax.Array], x: jax.Array, carry: LSTMCarry, *, feature_axis: int = -1
+) -> LSTMCarry:
     """One LSTM step for every coordinate: ``x`` is ``(..., input)``, the carry ``(..., hidden)``.
 
-    The carry is read in float32 whatever its storage dtype and returned in float32. Each gate is
-    its own ``(..., input + hidden) @ (input + hidden, hidden)`` matmul over all coordinates. On
-    CPU this is several times faster than one fused matmul followed by column slices (XLA then
-    copies the slices), forward and, above all, backward.
+    With ``feature_axis=0`` the features come first instead (``x`` is ``(input, ...)``, the
+    carry ``(hidden, ...)``: *hidden-major*). Then one matmul ``w^T [x; h]`` gives all four
+    gates as row blocks of one array, each a long run of coordinates along which every
+    elementwise operation vectorises; for a cache-sized chunk of coordinates this is the fast
+    form on CPU. With ``feature_axis=-1`` each gate is its own matmul
+    ``(..., input + hidden) @ (input + hidden, hidden)``: on CPU several times faster than one
+    fused matmul followed by column slices (XLA then copies the slices), forward and, above
+    all, backward. The math is the same either way.
+
+    The carry is read in float32 whatever its storage dtype and returned in float32.
     """
-    hidden = carry.h.shape[-1]
-    xh = jnp.concatenate([x, carry.h.astype(jnp.float32)], axis=-1)
+    hidden = carry.h.shape[feature_axis]
+    xh = jnp.concatenate([x, carry.h.astype(jnp.float32)], axis=feature_axis)
     w, b = params["w"], params["b"]
-    i, f, g, o = (
-        add_bias(xh @ w[:, k * hidden : (k + 1) * hidden], b[k * hidden : (k + 1) * hidden])
-        for k in range(4)
-    )
-    c = jax.nn.sigmoid(f) * carry.c.astype(jnp.float32) + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    if feature_axis == 0:
+        z = jnp.tensordot(w, xh, axes=(0, 0)) + b.reshape(4 * hidden, *(1,) * (x.ndim - 1))
+        i, f, g, o = (z[k * hidden : (k + 1) * hidden] for k in range(4))
+    else:
+        i, f, g, o = (
+            add_bias(xh @ w[:, k * hidden : (k + 1) * hidden], b[k * hidden : (k + 1) * hidden])
+            for k in range(4)
+        )
+    c = sigmoid(f) * carry.c.astype(jnp.float32) + sigmoid(i) * jnp.tanh(g)
+    h = sigmoid(o) * jnp.tanh(c)
     return LSTMCarry(h, c)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from learned_opt import _checks
-from learned_opt.optimizers import _trees, cell, features
+from learned_opt.optimizers import _chunks, _trees, cell, features
 from learned_opt.optimizers.base import LearnedOptimizer
 
 UpdateNorm = Literal["none", "rms"]
@@ -298,39 +298,70 @@ class LSTMOptimizer(LearnedOptimizer):
         return _trees.ungroup(directions, state.spec, layout), new_state
 
     def _group(self, meta_params, shared, count, g, p, group_state):
-        """The direction and new state of one group of coordinates (shape ``S``), in float32."""
-        carries, momentum, moments = group_state
-        gx = features.gradient_features(g, self.preprocess, self.preprocess_p)
-        inputs = [gx]
-        if shared:
-            inputs.append(jnp.broadcast_to(jnp.stack(shared), (*g.shape, len(shared))))
-        if momentum is not None:
-            momentum = cell.lstm_step(meta_params["momentum"], gx, momentum)
-            inputs.append(momentum.h)
-        if moments is not None:
-            moments = features.Moments(*(m.astype(jnp.float32) for m in moments))
-            normalized, moments = features.normalized_features(
-                moments, g, count, self.input_decays, self.rms_decay
-            )
-            inputs.append(normalized)
-        if p is not None:
-            inputs.append((p / features.tensor_rms(p))[..., None])
-        x = jnp.concatenate(inputs, axis=-1)
-        new_carries = []
-        for layer_params, carry in zip(meta_params["layers"], carries, strict=True):
-            carry = cell.lstm_step(layer_params, x, carry)
-            new_carries.append(carry)
-            x = carry.h
-        out = cell.add_bias(x @ meta_params["out"]["w"], meta_params["out"]["b"])
-        step = out[..., 0]
-        if self.base_direction == "adam":
-            step = step - normalized[..., 1]
+        """The direction and new state of one group of coordinates (shape ``S``), in float32.
+
+        The per-coordinate part runs through :func:`_chunks.map_chunks` (large tensors a
+        cache-sized chunk at a time) with the LSTMs hidden-major; the per-tensor parts (the
+        parameter's RMS, the update's normalisation and magnitude) are computed around it.
+        """
+
+        def coordinates(shared_values, inputs, state):
+            weights, shared, p_rms = shared_values
+            g, p = inputs
+            carries, momentum, moments = state
+            ndim = g.ndim
+
+            def major(x):  # (..., k) -> (k, ...)
+                return jnp.moveaxis(x, -1, 0)
+
+            def minor(x):  # (k, ...) -> (..., k)
+                return jnp.moveaxis(x, 0, -1)
+
+            gx = features.gradient_features(g, self.preprocess, self.preprocess_p)
+            inputs = [major(gx)]
+            if shared:
+                values = jnp.stack(shared).reshape(len(shared), *(1,) * ndim)
+                inputs.append(jnp.broadcast_to(values, (len(shared), *g.shape)))
+            if momentum is not None:
+                carry = cell.LSTMCarry(major(momentum.h), major(momentum.c))
+                carry = cell.lstm_step(weights["momentum"], major(gx), carry, feature_axis=0)
+                inputs.append(carry.h)
+                momentum = cell.LSTMCarry(minor(carry.h), minor(carry.c))
+            adam = None  # Adam's direction, for base_direction="adam"
+            if moments is not None:
+                moments = features.Moments(*(m.astype(jnp.float32) for m in moments))
+                normalized, moments = features.normalized_features(
+                    moments, g, count, self.input_decays, self.rms_decay
+                )
+                inputs.append(major(normalized))
+                if self.base_direction == "adam":
+                    adam = normalized[..., 1]
+            if p is not None:
+                inputs.append((p / p_rms)[None])
+            x = jnp.concatenate(inputs, axis=0)
+            new_carries = []
+            for layer_params, carry in zip(weights["layers"], carries, strict=True):
+                carry = cell.LSTMCarry(major(carry.h), major(carry.c))
+                carry = cell.lstm_step(layer_params, x, carry, feature_axis=0)
+                new_carries.append(cell.LSTMCarry(minor(carry.h), minor(carry.c)))
+                x = carry.h
+            w, b = weights["out"]["w"], weights["out"]["b"]
+            out = jnp.tensordot(w, x, axes=(0, 0)) + b.reshape(-1, *(1,) * ndim)
+            step = out[0]
+            if adam is not None:
+                step = step - adam
+            log_factor = out[1] if self.magnitude_output != "none" else None
+            return (step, log_factor), (tuple(new_carries), momentum, moments)
+
+        p_rms = None if p is None else features.tensor_rms(p)
+        (step, log_factor), new_state = _chunks.map_chunks(
+            coordinates, g.shape, (meta_params, shared, p_rms), (g, p), group_state
+        )
         if self.update_norm == "rms":
             step = step / features.tensor_rms(step)
-        if self.magnitude_output != "none":
-            log_factor = out[..., 1]
+        if log_factor is not None:
             if self.magnitude_output == "tensor":
                 log_factor = features.finite_mean(log_factor)
             bound = self.magnitude_bound
             step = step * jnp.exp(bound * jnp.tanh(log_factor / bound))
-        return -step, (tuple(new_carries), momentum, moments)
+        return -step, new_state

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from learned_opt import _checks
-from learned_opt.optimizers import _trees, cell, features
+from learned_opt.optimizers import _chunks, _trees, cell, features
 from learned_opt.optimizers.base import LearnedOptimizer
 from learned_opt.optimizers.lstm import STATE_DTYPES, StateDtype
 
@@ -206,21 +206,37 @@ class MetaLSTMOptimizer(LearnedOptimizer):
         return _trees.ungroup(directions, state.spec, layout), new_state
 
     def _group(self, meta_params, shared, g, theta, group_state):
-        """The direction and new state of one group of coordinates, in float32."""
-        carry, forget, input_gate = group_state
-        inputs = [features.log_sign(g, self.preprocess_p)]
-        if shared:
-            inputs.append(jnp.broadcast_to(jnp.stack(shared), (*g.shape, len(shared))))
-        carry = cell.lstm_step(meta_params["lstm"], jnp.concatenate(inputs, axis=-1), carry)
+        """The direction and new state of one group of coordinates, in float32.
 
-        def gate(p, previous):
-            previous = previous.astype(jnp.float32)
-            return jax.nn.sigmoid(
-                carry.h @ p["w"][:-2] + theta * p["w"][-2] + previous * p["w"][-1] + p["b"]
+        Computed by :func:`_chunks.map_chunks` (large tensors a cache-sized chunk at a time),
+        the LSTM hidden-major.
+        """
+
+        def coordinates(shared_values, inputs, state):
+            weights, shared = shared_values
+            g, theta = inputs
+            carry, forget, input_gate = state
+            x = [jnp.moveaxis(features.log_sign(g, self.preprocess_p), -1, 0)]
+            if shared:
+                values = jnp.stack(shared).reshape(len(shared), *(1,) * g.ndim)
+                x.append(jnp.broadcast_to(values, (len(shared), *g.shape)))
+            carry = cell.LSTMCarry(*(jnp.moveaxis(a, -1, 0) for a in carry))
+            carry = cell.lstm_step(
+                weights["lstm"], jnp.concatenate(x, axis=0), carry, feature_axis=0
             )
 
-        f = gate(meta_params["forget"], forget)
-        i = gate(meta_params["input"], input_gate)
-        # theta_new - theta, written to stay exact when f == 1; the direction is its negative.
-        step = (f - 1.0) * theta - i * g
-        return -step, (carry, f, i)
+            def gate(p, previous):
+                previous = previous.astype(jnp.float32)
+                h_term = jnp.tensordot(p["w"][:-2], carry.h, axes=(0, 0))
+                return jax.nn.sigmoid(h_term + theta * p["w"][-2] + previous * p["w"][-1] + p["b"])
+
+            f = gate(weights["forget"], forget)
+            i = gate(weights["input"], input_gate)
+            # theta_new - theta, written to stay exact when f == 1; the direction is its negative.
+            step = (f - 1.0) * theta - i * g
+            carry = cell.LSTMCarry(*(jnp.moveaxis(a, 0, -1) for a in carry))
+            return -step, (carry, f, i)
+
+        return _chunks.map_chunks(
+            coordinates, g.shape, (meta_params, shared), (g, theta), group_state
+        )
