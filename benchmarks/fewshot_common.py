@@ -59,6 +59,10 @@ def paired_interval(
     else:
         raise ValueError(f"kind: expected 'ratio' or 'difference', got {kind!r}")
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    value = float(statistic(a, b, None))
+    exact = np.allclose(a, value * b) if kind == "ratio" else np.allclose(a - b, value)
+    if exact:  # every resample gives the same value (BCa's acceleration would divide by 0)
+        return value, value, value
     result = scipy.stats.bootstrap(
         (a, b),
         statistic,
@@ -68,7 +72,7 @@ def paired_interval(
         random_state=np.random.default_rng(seed),
     )
     low, high = result.confidence_interval
-    return float(statistic(a, b, None)), float(low), float(high)
+    return value, float(low), float(high)
 
 
 def train(

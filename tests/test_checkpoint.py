@@ -67,10 +67,9 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_to_the_same_result(tmp_
         proc.stderr.close()
     cli.main([*RUN, "--out", str(tmp_path / "whole")])  # the uninterrupted run
     assert proc.returncode == -signal.SIGKILL and marker.exists()
-    # Killed while writing checkpoint 4: checkpoint 2 is the newest committed one, 4 lies in
-    # orbax's temporary directory, and the log ran ahead of the checkpoint.
+    # Killed while writing checkpoint 4: checkpoint 2 is the newest committed one and the log
+    # ran ahead of the checkpoint.
     assert checkpoint.steps(killed / "checkpoints") == [2]
-    assert any("tmp" in p.name for p in (killed / "checkpoints").iterdir())
     assert _log_steps(killed) == [1, 2, 3, 4]
     cli.main([*RUN, "--out", str(killed), "--resume"])
     for name in ("optimizer_last.msgpack", "optimizer.msgpack"):

@@ -148,8 +148,9 @@ def test_the_tuned_path_at_the_builtin_step_size_is_the_shipped_optimizer():
     losses, final = evaluation.run_scaled_learned(
         family, optimizer, meta_params, [builtin, 10 * builtin], keys, 10
     )
-    np.testing.assert_allclose(final[0], shipped.final, rtol=1e-6)
-    np.testing.assert_allclose(losses[0], shipped.losses, rtol=1e-6)
+    # lr * direction vs the built-in step: the same product, rounded in another order.
+    np.testing.assert_allclose(final[0], shipped.final, rtol=1e-5)
+    np.testing.assert_allclose(losses[0], shipped.losses, rtol=1e-5)
     assert not np.allclose(final[1], shipped.final)
 
 

@@ -164,7 +164,7 @@ def test_errors(font, tmp_path):
         Glyphs(split="val", **settings)
     with pytest.raises(ValueError, match="image_size: the conv model needs at least 16"):
         Glyphs(**{**settings, "image_size": 12})
-    with pytest.raises(ValueError, match="model: expected 'conv' or 'mlp'"):
+    with pytest.raises(ValueError, match=r"model: expected one of \('conv', 'mlp'\), got 'resnet'"):
         Glyphs(model="resnet", **settings)
     with pytest.raises(ValueError, match="channels"):
         Glyphs(channels=0, **settings)

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import optax
 
+from learned_opt import _checks
 from learned_opt.evaluation import baselines as _baselines
 from learned_opt.evaluation import runs as _runs
 from learned_opt.evaluation import stats as _stats
@@ -340,8 +341,7 @@ def _check_inputs(learned, baselines, references, num_steps, tune_keys, test_key
             f"references: {missing} are not runs of this comparison; expected names from "
             f"{[*baselines, ADAM_DEFAULT]}"
         )
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps: expected a positive int, got {num_steps!r}")
+    _checks.integer("num_steps", num_steps, minimum=1)
     if len(test_keys) < 1:
         raise ValueError("test_keys: expected at least one test task, got none")
     _check_disjoint(tune_keys, test_keys)
