@@ -179,8 +179,8 @@ def readme_table(docs: dict[str, dict[str, Any]]) -> str:
 
 def render_readme(text: str, results_dir: Path, problems: list[str]) -> str:
     """README.md's text with its results block re-rendered."""
-    needed = ("l2l_general",)
-    docs = {n: load(results_dir, n) for n in (*needed, "generalization", "main_job")}
+    needed = ("l2l_general", "generalization", "main_job")
+    docs = {n: load(results_dir, n) for n in needed}
     missing = [n for n in needed if docs[n] is None]
     if missing:
         problems.append(f"README results table: missing {missing}")
