@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from collections import Counter
 from pathlib import Path
@@ -27,6 +25,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import _common as common  # noqa: E402
+
 RESULT = HERE / "results" / "faults.json"
 SUITE = ROOT / "tests" / "faults"
 AREAS = {
@@ -59,18 +61,6 @@ def _area(nodeid: str) -> str:
     return Path(nodeid.split("::")[0]).stem.removeprefix("test_fault_")
 
 
-def _machine() -> dict[str, Any]:
-    import jax
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-    }
-
-
 def run(workers: int) -> dict[str, Any]:
     """Runs the fault suite and returns the result document."""
     collector = _Collector()
@@ -86,7 +76,7 @@ def run(workers: int) -> dict[str, Any]:
     keys = ("tried", "survived", "refused", "failing")
     return {
         "command": " ".join(["python", "benchmarks/faults.py", *sys.argv[1:]]),
-        "machine": _machine(),
+        "machine": common.machine(),
         "pytest_exit_code": int(code),
         "areas": {area: {k: counts[k] for k in keys} for area, counts in sorted(areas.items())},
         "totals": {k: totals[k] for k in keys},
