@@ -519,8 +519,7 @@ def render_card(doc: dict[str, Any], optimizer: str) -> str:
         [
             f"On the generalisation benchmark (`{doc['command']}`, "
             f"{len(doc['problems'])} problems outside the training distribution; "
-            "[RESULTS.md](../benchmarks/RESULTS.md#generalisation-problems-outside-the-meta-"
-            "training-distribution-benchmarksgeneralizationpy)):",
+            "[`benchmarks/RESULTS.md`](../benchmarks/RESULTS.md)):",
             "",
             *lines,
             "",
