@@ -164,7 +164,7 @@ NONSENSE = [
     (lo.LSTMOptimizer, dict(input_decays=(0.9, 1.0)),
      "input_decays[1]: expected a finite number >= 0.0 and < 1.0, got 1.0"),
     (lo.LSTMOptimizer, dict(update_norm="l2"),
-     "update_norm: expected one of ('none', 'rms'), got 'l2'"),
+     "update_norm: expected one of ('none', 'rms', 'adam'), got 'l2'"),
     (lo.LSTMOptimizer, dict(state_dtype="float16"),
      "state_dtype: expected one of ('float32', 'bfloat16'), got 'float16'"),
     (lo.LSTMOptimizer, dict(layout="rows"),

@@ -12,7 +12,7 @@ from learned_opt import _checks
 from learned_opt.optimizers import _chunks, _trees, cell, features
 from learned_opt.optimizers.base import LearnedOptimizer
 
-UpdateNorm = Literal["none", "rms"]
+UpdateNorm = Literal["none", "rms", "adam"]
 BaseDirection = Literal["none", "adam"]
 Magnitude = Literal["none", "tensor", "coordinate"]
 StateDtype = Literal["float32", "bfloat16"]
@@ -101,7 +101,14 @@ class LSTMOptimizer(LearnedOptimizer):
         base_direction: ``"adam"`` adds Adam's direction ``m_b / sqrt(v)`` (``b`` the first of
             ``input_decays``) to the network's output, so an untrained optimizer is Adam and
             meta-training learns a correction; ``"none"``: the network's output alone.
-        update_norm: ``"rms"`` divides each tensor's direction by its RMS; ``"none"`` keeps it.
+        update_norm: ``"rms"`` divides each tensor's direction by its RMS (before the
+            magnitude factor); ``"adam"`` rescales each tensor's final direction to the RMS of
+            Adam's direction over that tensor (needs ``base_direction="adam"``), so the learned
+            parts can only change the direction within a tensor, never its step size, and the
+            optimizer with its learned outputs at zero is exactly Adam; ``"none"`` keeps it.
+        correction_bound: with ``base_direction="adam"``, bounds the learned correction
+            relative to Adam's direction: the correction is ``c * RMS(adam) * tanh(out)`` with
+            ``c = correction_bound``, ``RMS`` over the tensor; ``None``: the output itself.
         magnitude_output: a second output that sets a learned step-size factor
             ``exp(b tanh(out / b))`` with ``b = magnitude_bound``, per coordinate
             (``"coordinate"``), or from the output's mean over each tensor (``"tensor"``);
@@ -149,6 +156,7 @@ class LSTMOptimizer(LearnedOptimizer):
     update_norm: UpdateNorm = "none"
     magnitude_output: Magnitude = "none"
     magnitude_bound: float = 3.0
+    correction_bound: float | None = None
     layout: _trees.Layout = "per_leaf"
     state_dtype: StateDtype = "float32"
 
@@ -170,7 +178,10 @@ class LSTMOptimizer(LearnedOptimizer):
         for name, value in checked.items():
             object.__setattr__(self, name, value)
         _checks.choice("preprocess", self.preprocess, features.GRADIENT_PREPROCESSING)
-        _checks.choice("update_norm", self.update_norm, ("none", "rms"))
+        _checks.choice("update_norm", self.update_norm, ("none", "rms", "adam"))
+        if self.correction_bound is not None:
+            bound = _checks.real("correction_bound", self.correction_bound, **positive)
+            object.__setattr__(self, "correction_bound", bound)
         _checks.choice("base_direction", self.base_direction, ("none", "adam"))
         _checks.choice("magnitude_output", self.magnitude_output, ("none", "tensor", "coordinate"))
         _checks.check(
@@ -183,15 +194,25 @@ class LSTMOptimizer(LearnedOptimizer):
             "base_direction: 'adam' is built from the normalised inputs; it needs "
             "normalized_inputs=True",
         )
+        _checks.check(
+            self.base_direction == "adam"
+            or (self.update_norm != "adam" and self.correction_bound is None),
+            "base_direction: update_norm='adam' and correction_bound are relative to Adam's "
+            "direction; they need base_direction='adam'",
+        )
         _checks.choice("layout", self.layout, _trees.LAYOUTS)
         _checks.choice("state_dtype", self.state_dtype, tuple(STATE_DTYPES))
         per_tensor = (
-            self.param_input or self.update_norm != "none" or self.magnitude_output == "tensor"
+            self.param_input
+            or self.update_norm != "none"
+            or self.magnitude_output == "tensor"
+            or self.correction_bound is not None
         )
         _checks.check(
             not (self.layout == "flat" and per_tensor),
-            "layout: 'flat' treats all parameters as one vector; param_input, update_norm and "
-            "magnitude_output='tensor' work per tensor and need layout='per_leaf'",
+            "layout: 'flat' treats all parameters as one vector; param_input, update_norm, "
+            "correction_bound and magnitude_output='tensor' work per tensor and need "
+            "layout='per_leaf'",
         )
 
     @property
@@ -348,15 +369,21 @@ class LSTMOptimizer(LearnedOptimizer):
             w, b = weights["out"]["w"], weights["out"]["b"]
             out = jnp.tensordot(w, x, axes=(0, 0)) + b.reshape(-1, *(1,) * ndim)
             step = out[0]
-            if adam is not None:
-                step = step - adam
+            if adam is not None and not per_tensor_adam:
+                step, adam = step - adam, None
             log_factor = out[1] if self.magnitude_output != "none" else None
-            return (step, log_factor), (tuple(new_carries), momentum, moments)
+            return (step, adam, log_factor), (tuple(new_carries), momentum, moments)
 
+        # Adam's direction leaves the per-coordinate part when a per-tensor option reads it.
+        per_tensor_adam = self.correction_bound is not None or self.update_norm == "adam"
         p_rms = None if p is None else features.tensor_rms(p)
-        (step, log_factor), new_state = _chunks.map_chunks(
+        (step, adam, log_factor), new_state = _chunks.map_chunks(
             coordinates, g.shape, (meta_params, shared, p_rms), (g, p), group_state
         )
+        if adam is not None:
+            if self.correction_bound is not None:
+                step = self.correction_bound * features.tensor_rms(adam) * jnp.tanh(step)
+            step = step - adam
         if self.update_norm == "rms":
             step = step / features.tensor_rms(step)
         if log_factor is not None:
@@ -364,4 +391,6 @@ class LSTMOptimizer(LearnedOptimizer):
                 log_factor = features.finite_mean(log_factor)
             bound = self.magnitude_bound
             step = step * jnp.exp(bound * jnp.tanh(log_factor / bound))
+        if self.update_norm == "adam":
+            step = step * (features.tensor_rms(adam) / features.tensor_rms(step))
         return -step, new_state
