@@ -38,6 +38,7 @@ import numpy as np
 from flax import serialization
 
 from learned_opt._files import atomic_write_bytes as atomic_write_bytes
+from learned_opt.optimizers import _trees
 from learned_opt.optimizers.base import (
     LearnedOptimizer,
     MetaParams,
@@ -54,7 +55,7 @@ _ENTRIES = {"format", "format_version", "sha256", "payload"}
 
 
 def _check_weights(restored: Any, template: Any, fail: Callable[[str], ValueError]) -> None:
-    if jax.tree.structure(restored) != jax.tree.structure(template):
+    if _trees.structure(restored) != _trees.structure(template):
         raise fail("weights do not match the architecture's parameter tree")
     paths = jax.tree_util.tree_flatten_with_path(template)[0]
     for (path, ref), leaf in zip(paths, jax.tree.leaves(restored), strict=True):

@@ -27,6 +27,7 @@ import numpy as np
 
 from learned_opt import _files
 from learned_opt.meta.state import MetaTrainState
+from learned_opt.optimizers import _trees
 
 PyTree = Any
 FORMAT = "learned_opt.checkpoint"
@@ -332,7 +333,7 @@ class Checkpoints:
             raise CheckpointError(
                 f"{path}: written by a run with another configuration: {'; '.join(diff)}"
             )
-        like_leaves, treedef = jax.tree.flatten(like)
+        like_leaves, treedef = jax.tree.leaves(like), _trees.structure(like)
         layout = [_layout_entry(p, x) for p, x in jax.tree_util.tree_flatten_with_path(like)[0]]
         if manifest["layout"] != layout:
             raise CheckpointError(f"{path}: its state does not have this run's structure")

@@ -15,7 +15,8 @@ the state was made for.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,32 @@ import jax.numpy as jnp
 PyTree = Any
 Layout = Literal["per_leaf", "flat"]
 LAYOUTS: tuple[Layout, ...] = ("per_leaf", "flat")
+
+
+class TreeDef(Protocol):
+    """The part of ``jax.tree_util.PyTreeDef`` this package uses.
+
+    jaxlib ships no stub for ``PyTreeDef``, so a type checker cannot see its methods; trees'
+    structures are taken with :func:`structure`, which gives them this type.
+    """
+
+    @property
+    def num_leaves(self) -> int:
+        """Number of leaves of the structure."""
+        ...
+
+    def flatten_up_to(self, tree: PyTree, /) -> list[PyTree]:
+        """The subtrees of ``tree`` at this structure's leaves (it must be a prefix of ``tree``)."""
+        ...
+
+    def unflatten(self, leaves: Iterable[Any], /) -> PyTree:
+        """A tree with this structure and ``leaves``."""
+        ...
+
+
+def structure(tree: PyTree) -> TreeDef:
+    """The structure of ``tree``: ``jax.tree.structure`` with its methods typed."""
+    return cast(TreeDef, jax.tree.structure(tree))
 
 
 def _path_str(path) -> str:
@@ -52,7 +79,7 @@ def num_coordinates(spec: PyTree) -> int:
 
 def check_tree(tree: PyTree, spec: PyTree, name: str) -> None:
     """Raises ``ValueError`` naming ``name`` if ``tree`` does not match ``spec``."""
-    treedef, spec_def = jax.tree.structure(tree), jax.tree.structure(spec)
+    treedef, spec_def = structure(tree), structure(spec)
     if treedef != spec_def:
         raise ValueError(
             f"{name}: tree structure {treedef} does not match the structure the optimizer state "
@@ -154,7 +181,7 @@ def split_state(stored: PyTree, template: PyTree, layout: Layout) -> list[PyTree
     where ``stored`` holds a per-group array (``pack``-ed: a tree like the parameters, or the one
     flat array). Returns one template-structured state per group.
     """
-    treedef = jax.tree.structure(template)
+    treedef = structure(template)
     columns = [unpack(s, layout) for s in treedef.flatten_up_to(stored)]
     num_groups = len(columns[0]) if columns else 0
     return [treedef.unflatten([c[i] for c in columns]) for i in range(num_groups)]
@@ -164,7 +191,7 @@ def join_state(
     group_states: list[PyTree], template: PyTree, spec: PyTree, layout: Layout, dtype: Any
 ) -> PyTree:
     """Inverse of :func:`split_state`: packs per-group states, each array cast to ``dtype``."""
-    treedef = jax.tree.structure(template)
+    treedef = structure(template)
     rows = [treedef.flatten_up_to(g) for g in group_states]
     columns = [
         pack([row[f].astype(dtype) for row in rows], spec, layout)
