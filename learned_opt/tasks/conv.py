@@ -81,7 +81,7 @@ class ConvNet(ClassificationFamily):
         return height, width, self.channels[-1]
 
     def init(self, task_params: PyTree, key: jax.Array) -> PyTree:
-        shapes = [
+        shapes: list[tuple[int, ...]] = [
             (_KERNEL, _KERNEL, c_in, c_out)
             for c_in, c_out in itertools.pairwise((1, *self.channels))
         ]

@@ -150,7 +150,7 @@ def _candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[tuple
         roots.append(("data_dir", Path(data_dir).expanduser()))
     if os.environ.get(DATA_ENV_VAR):
         roots.append((f"${DATA_ENV_VAR}", Path(os.environ[DATA_ENV_VAR]).expanduser()))
-    dirs = []
+    dirs: list[tuple[str, Path]] = []
     for label, root in roots:
         dirs.extend((label, root / sub) for sub in DATASETS[name].subfolders)
         dirs.append((label, root))

@@ -182,8 +182,8 @@ def generate(
     low, high = code_range
     candidates, seen = [], set()
     for code in range(low, high + 1):
-        glyphs = [t.get(code) for t in tables]
-        if any(g is None or g.shape[1] != GLYPH_SIZE for g in glyphs):
+        glyphs = [t[code] for t in tables if code in t]
+        if len(glyphs) < len(tables) or any(g.shape[1] != GLYPH_SIZE for g in glyphs):
             continue
         key = glyphs[0].tobytes()
         if key not in seen and glyphs[0].any():

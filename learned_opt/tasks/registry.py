@@ -63,8 +63,15 @@ def family_options(name: str) -> dict[str, Any]:
         >>> family_options("rosenbrock")
         {'dim': 2, 'a': 1.0, 'b': 100.0, 'box': (-2.0, 2.0)}
     """
-    fields = dataclasses.fields(_lookup(name))
-    return {f.name: f.default for f in fields if f.init and f.default is not dataclasses.MISSING}
+    fields = _init_fields(_lookup(name))
+    return {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+
+
+def _init_fields(family: type[TaskFamily]) -> list[dataclasses.Field[Any]]:
+    """The constructor's fields of ``family``: none for a family that is not a dataclass."""
+    if not dataclasses.is_dataclass(family):
+        return []
+    return [f for f in dataclasses.fields(family) if f.init]
 
 
 def _lookup(name: str) -> type[TaskFamily]:
@@ -103,7 +110,7 @@ def get_family(name: str, **options: Any) -> TaskFamily:
         ValueError: task family 'quadratic': unknown option(s) ['size']; accepted: [...]
     """
     family = _lookup(name)
-    accepted = sorted(f.name for f in dataclasses.fields(family) if f.init)
+    accepted = sorted(f.name for f in _init_fields(family))
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"task family {name!r}: unknown option(s) {unknown}; accepted: {accepted}")
