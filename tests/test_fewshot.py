@@ -140,7 +140,7 @@ def test_reptile_update_is_step_toward_adapted_params(schedule):
     assert_trees_close(new.params, expected, rtol=1e-5, atol=1e-6)
     query_losses = [mse_of(a, task(episodes, i).query) for i, a in enumerate(adapted)]
     np.testing.assert_allclose(loss, sum(query_losses) / 2, rtol=1e-5)
-    assert int(new.count) == 1
+    assert int(new.step) == 1
 
 
 @pytest.mark.parametrize("num_steps", [3, 4])

@@ -25,6 +25,7 @@ from learned_opt.fewshot.base import accuracy as accuracy
 from learned_opt.fewshot.base import cross_entropy as cross_entropy
 from learned_opt.fewshot.base import inner_loop as inner_loop
 from learned_opt.fewshot.base import mse as mse
+from learned_opt.fewshot.data import EpisodeFamily as EpisodeFamily
 from learned_opt.fewshot.data import sample_episodes as sample_episodes
 from learned_opt.fewshot.data import split_support_query as split_support_query
 from learned_opt.fewshot.maml import first_order_maml as first_order_maml

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ PyTree = Any
 Batch = Any
 Apply = Callable[[PyTree, jax.Array], jax.Array]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-Inner = float | optax.GradientTransformation | LearnedOptimizer
+Inner: TypeAlias = float | optax.GradientTransformation | LearnedOptimizer
 
 
 class Episodes(NamedTuple):
@@ -72,20 +72,20 @@ class FewShotState(NamedTuple):
         params: the meta-learned initial parameters of the model.
         optimizer_params: meta-parameters of a learned inner optimizer, else ``None``.
         opt_state: state of the meta-optimizer over ``(params, optimizer_params)``.
-        count: meta-iterations taken, int32.
+        step: meta-iterations taken, int32.
 
     Example:
         >>> import jax.numpy as jnp
         >>> import learned_opt as lo
         >>> state = lo.fewshot.maml(lambda p, x: x * p["w"]).init({"w": jnp.zeros(())})
-        >>> state.optimizer_params is None, int(state.count)  # an SGD inner loop learns nothing
+        >>> state.optimizer_params is None, int(state.step)  # an SGD inner loop learns nothing
         (True, 0)
     """
 
     params: PyTree
     optimizer_params: PyTree
     opt_state: optax.OptState
-    count: jax.Array
+    step: jax.Array
 
 
 class FewShotLearner(NamedTuple):
@@ -367,7 +367,7 @@ def build(
         grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
         updates, opt_state = meta_optimizer.update(grads, state.opt_state, meta_params)
         params, optimizer_params = optax.apply_updates(meta_params, updates)
-        return FewShotState(params, optimizer_params, opt_state, state.count + 1), jnp.mean(losses)
+        return FewShotState(params, optimizer_params, opt_state, state.step + 1), jnp.mean(losses)
 
     def adapt(state: FewShotState, support: Batch, num_steps: int) -> PyTree:
         tx = tx_fn(state.optimizer_params)

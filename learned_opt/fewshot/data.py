@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
-from learned_opt.fewshot.base import Batch, Episodes
+from learned_opt.fewshot.base import Batch, Episodes, PyTree
 
-if TYPE_CHECKING:
-    from learned_opt.tasks.base import TaskFamily
+
+@runtime_checkable
+class EpisodeFamily(Protocol):
+    """A task family that draws few-shot episodes, as :func:`sample_episodes` needs.
+
+    :class:`~learned_opt.tasks.Sinusoid` and :class:`~learned_opt.tasks.Glyphs` are such
+    families. A family with a finite pool of examples per task also declares its size as
+    ``max_examples``. Families are static arguments of ``jax.jit``, so they must be hashable.
+    """
+
+    def sample(self, key: jax.Array) -> PyTree:
+        """Draws one task's arrays, as :meth:`~learned_opt.tasks.TaskFamily.sample` does."""
+        ...
+
+    def support_query(
+        self, task_params: PyTree, key: jax.Array, k_support: int, k_query: int
+    ) -> tuple[Batch, Batch]:
+        """Draws one task's support set of ``k_support`` and query set of ``k_query`` examples."""
+        ...
 
 
 def _count(name: str, value: Any) -> int:
@@ -26,16 +43,17 @@ def _count(name: str, value: Any) -> int:
 
 
 def sample_episodes(
-    family: TaskFamily, key: jax.Array, num_tasks: int, k_support: int, k_query: int
+    family: EpisodeFamily, key: jax.Array, num_tasks: int, k_support: int, k_query: int
 ) -> Episodes:
     """Samples ``num_tasks`` tasks and each one's support and query sets (one vmapped program).
 
-    The family needs a ``support_query(task_params, key, k_support, k_query)`` method (e.g.
-    :class:`~learned_opt.tasks.Sinusoid`). Families with a finite pool of examples per task
-    declare it as ``max_examples``, and ``k_support + k_query`` may not exceed it.
+    The family needs a ``support_query(task_params, key, k_support, k_query)`` method (see
+    :class:`EpisodeFamily`; e.g. :class:`~learned_opt.tasks.Sinusoid`). Families with a finite
+    pool of examples per task declare it as ``max_examples``, and ``k_support + k_query`` may
+    not exceed it.
 
     Args:
-        family: the task family.
+        family: the task family, an :class:`EpisodeFamily`.
         key: PRNG key.
         num_tasks: tasks in the batch.
         k_support: support examples per task (the "K" of K-shot), as the family counts them:
@@ -59,7 +77,7 @@ def sample_episodes(
     """
     num_tasks = _count("num_tasks", num_tasks)
     k_support, k_query = _count("k_support", k_support), _count("k_query", k_query)
-    if not hasattr(family, "support_query"):
+    if not isinstance(family, EpisodeFamily):
         raise TypeError(f"family: {type(family).__name__} has no support_query method")
     available = getattr(family, "max_examples", None)
     if available is not None and k_support + k_query > available:
@@ -71,7 +89,7 @@ def sample_episodes(
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
-def _sample(family: TaskFamily, key: jax.Array, num_tasks: int, k_support: int, k_query: int):
+def _sample(family: EpisodeFamily, key: jax.Array, num_tasks: int, k_support: int, k_query: int):
     task_key, data_key = jax.random.split(key)
     task_params = jax.vmap(family.sample)(jax.random.split(task_key, num_tasks))
     draw = lambda tp, k: family.support_query(tp, k, k_support, k_query)
@@ -101,8 +119,9 @@ def split_support_query(
         True
     """
     k_support, k_query = _count("k_support", k_support), _count("k_query", k_query)
-    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(examples)}
-    if len(sizes) != 1 or None in sizes:
+    shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves(examples)]
+    sizes = {shape[0] for shape in shapes if shape}
+    if len(sizes) != 1 or not all(shapes):
         raise ValueError("examples: every leaf needs the same leading axis of examples")
     (n,) = sizes
     if k_support + k_query > n:

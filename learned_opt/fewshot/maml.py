@@ -111,7 +111,7 @@ def first_order_maml(
         >>> learner = lo.fewshot.first_order_maml(family.apply)
         >>> state = learner.init(family.init(None, jax.random.key(0)))
         >>> episodes = lo.fewshot.sample_episodes(family, jax.random.key(1), 4, 10, 10)
-        >>> int(learner.update(state, episodes)[0].count)
+        >>> int(learner.update(state, episodes)[0].step)
         1
 
     References:

@@ -39,7 +39,7 @@ def fit(
         >>> sample = functools.partial(lo.fewshot.sample_episodes, family, num_tasks=4,
         ...                            k_support=5, k_query=5)
         >>> state, losses = lo.fewshot.fit(learner, state, sample, jax.random.key(1), 3)
-        >>> losses.shape, int(state.count)
+        >>> losses.shape, int(state.step)
         ((3,), 3)
     """
 
