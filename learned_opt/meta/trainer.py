@@ -164,14 +164,11 @@ class MetaTrainer:
         """Places the task axis across the mesh's devices and replicates the rest."""
         return jax.device_put(state, self._state_shardings(state))
 
-    def _state_shardings(self, state: MetaTrainState) -> MetaTrainState:
-        return MetaTrainState(
-            meta_params=self._replicated,
-            meta_opt_state=self._replicated,
-            estimator_state=self._task_shardings(state.estimator_state),
-            key=self._replicated,
-            step=self._replicated,
-        )
+    def _state_shardings(self, state: MetaTrainState) -> PyTree:
+        """A tree like ``state`` of shardings: the estimator state's task axis across the
+        mesh's devices (see :meth:`_task_shardings`), every other leaf replicated."""
+        replicated = jax.tree.map(lambda _: self._replicated, state)
+        return replicated._replace(estimator_state=self._task_shardings(state.estimator_state))
 
     def _jit_step(self, state: MetaTrainState, donate: bool = False):
         """The jitted meta-step; its output state keeps the shardings of :meth:`shard`.
@@ -181,8 +178,9 @@ class MetaTrainer:
         """
         if donate not in self._jitted:
             out = (self._state_shardings(state), self._replicated)
-            kwargs = {"donate_argnums": 0} if donate else {}
-            self._jitted[donate] = jax.jit(self._step, out_shardings=out, **kwargs)
+            self._jitted[donate] = jax.jit(
+                self._step, out_shardings=out, donate_argnums=(0,) if donate else ()
+            )
         return self._jitted[donate](state)
 
     def _task_shardings(self, estimator_state: PyTree) -> PyTree:
