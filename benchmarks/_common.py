@@ -15,13 +15,13 @@ import platform
 import resource
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from learned_opt.evaluation.timing import Timing as Timing
 from learned_opt.evaluation.timing import time_calls as time_calls
+from learned_opt.io import atomic_write_bytes
 
 TITLE = "# learned_opt benchmark results"
 HERE = Path(__file__).resolve().parent
@@ -163,16 +163,8 @@ def command_line(script: str, argv: list[str] | None) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes ``text`` (UTF-8) to ``path`` atomically and durably, as the library saves files."""
+    atomic_write_bytes(path, text.encode())
 
 
 def emit_json(result: Any, path: Path | None, indent: int | None = 2) -> None:

@@ -29,14 +29,34 @@ def fsync_tree(path: str | os.PathLike) -> None:
     fsync_directory(Path(path).parent)
 
 
+def make_folders(folder: str | os.PathLike) -> None:
+    """Creates ``folder`` and its missing parents, flushing each new folder's entry to disk."""
+    folder = Path(folder)
+    missing = []
+    while not folder.is_dir() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        fsync_directory(new.parent)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` atomically and durably: a reader sees the old file or the new.
 
-    The bytes go to a new temporary file in the same folder (created if needed), are flushed
-    to disk, renamed over ``path``, and the folder's entry is flushed too, so the new file
-    survives a crash once this returns. The file gets the usual permissions of a new file
-    (``0o666`` less the process umask, which is never changed); an existing file keeps
-    nothing of its own.
+    The bytes go to a new temporary file in the same folder (created if needed, its entry
+    flushed to disk), are flushed to disk, renamed over ``path``, and the folder's entry is
+    flushed too, so the new file survives a crash once this returns. The file gets the usual
+    permissions of a new file (``0o666`` less the process umask, which is never changed); an
+    existing file keeps nothing of its own. Every file the package writes goes through here.
+
+    Args:
+        path: the file to write.
+        data: its new content.
+
+    Raises:
+        OSError: if the folder or the file cannot be written; ``path`` is then unchanged and
+            no temporary file is left behind.
 
     Example:
         >>> import pathlib, tempfile
@@ -47,7 +67,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         (b'abc', ['data.bin'])
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(path.parent)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
     try:

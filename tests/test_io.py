@@ -198,6 +198,24 @@ def test_saved_file_is_durable_and_has_the_permissions_of_a_new_file(tmp_path, m
     assert synced == [False, True]  # the file, then its folder
 
 
+def test_folders_created_for_a_file_are_durable(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "a" / "b" / "data.bin"
+    io.atomic_write_bytes(path, b"abc")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"abc"
+    # Each new folder's entry (in its parent, outermost first), the file, the folder it is in.
+    expected = [tmp_path, tmp_path / "a", path, path.parent]
+    assert synced == [p.stat().st_ino for p in expected]
+
+
 def test_version_1_files_still_load(tmp_path):
     # The previous format: one map, no checksum (the shipped weights until they are re-saved).
     opt = lo.LSTMOptimizer(hidden_size=3, num_layers=1)
