@@ -6,7 +6,9 @@ tasks (``task_keys(seed, n, "train")``), run every optimizer on the same held-ou
 the baselines with a paired bootstrap interval. The ``"validation"`` split is for choosing a
 learned optimizer's checkpoint during meta-training. The building blocks are public too:
 :func:`train_curves`, :func:`learned_curves`, :func:`trace`, :func:`tune_baseline`,
-:func:`tune_step_size`, :func:`paired_ratio_interval` and the timing helpers.
+:func:`tune_step_size`, :func:`paired_ratio_interval` and the timing helpers. Problem suites
+(:class:`Problem`, :func:`adam_references`, :func:`score`) give a learned optimizer one number
+against cached tuned-Adam references, for choosing between recipes quickly.
 
 Example:
     >>> import optax
@@ -58,6 +60,10 @@ from learned_opt.evaluation.stats import Verdict as Verdict
 from learned_opt.evaluation.stats import paired_ratio_interval as paired_ratio_interval
 from learned_opt.evaluation.stats import ratio_of_medians as ratio_of_medians
 from learned_opt.evaluation.stats import verdict as verdict
+from learned_opt.evaluation.suites import Problem as Problem
+from learned_opt.evaluation.suites import adam_references as adam_references
+from learned_opt.evaluation.suites import log_ratio as log_ratio
+from learned_opt.evaluation.suites import score as score
 from learned_opt.evaluation.timing import Timing as Timing
 from learned_opt.evaluation.timing import step_seconds as step_seconds
 from learned_opt.evaluation.timing import time_calls as time_calls

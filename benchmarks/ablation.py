@@ -1,0 +1,350 @@
+"""The generalist's ablation: one recipe variant per run, scored on a validation suite.
+
+Each run meta-trains one variant of the generalist's recipe (``benchmarks/train_generalist.py``:
+its mixture, estimator and optimizer, with the variant's changes), scores it on
+:data:`SUITE` every ``--every`` meta-steps at its built-in step size, keeps the best-scoring
+meta-parameters, then scores those once more with the step size tuned per problem like Adam's
+learning rate. The result (variant, seed, options, meta-training minutes, both scores and the
+per-problem numbers) is appended to ``benchmarks/results/ablation.json`` whether it helped or
+not; ``render.py`` renders the table.
+
+:data:`SUITE` holds eight problems outside the meta-training distribution and different from
+every problem of the generalisation benchmark and of the L2L grid: other architectures,
+datasets, scales and horizons. Tuned Adam's references are computed once and cached in the
+results document. The control ``adam`` is the untrained optimizer with its learned outputs at
+zero, which is Adam exactly: with its step size tuned it must score 0 (1.00x tuned Adam).
+
+Runs are resumable: meta-training checkpoints go to ``--checkpoints`` (outside the work tree;
+default ``~/.cache/learned_opt/ablation``), and rerunning the same command continues::
+
+    nice -n 5 python benchmarks/ablation.py adam                   # the control (and references)
+    nice -n 5 python benchmarks/ablation.py adam_norm --seed 1     # one variant, one seed
+    python benchmarks/ablation.py --list                           # the variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common
+import train_generalist as generalist
+
+import learned_opt as lo
+from learned_opt import evaluation, tasks
+from learned_opt.meta.checkpoint import steps as checkpoint_steps
+
+SCRIPT = "benchmarks/ablation.py"
+SECTION = "ablation"
+
+#: The validation suite: outside the meta-training distribution (8x8 digits, MLPs of 1-3 layers,
+#: one small conv net, a 32-8-32 autoencoder, 16-feature regressions, a rotated quadratic of 20
+#: dimensions, 100-1,000 steps) and unlike the generalisation benchmark's and the L2L grid's.
+SUITE = (
+    evaluation.Problem(
+        "mlp_tanh_fashion_128x2",
+        tasks.MLP("fashion_mnist", hidden_sizes=(128, 128), activation="tanh", init_scale=None),
+        200,
+        "Fashion-MNIST, 2 x 128 tanh",
+    ),
+    evaluation.Problem(
+        "mlp_gelu_5x32",
+        tasks.MLP(hidden_sizes=(32,) * 5, activation="gelu", init_scale=None),
+        500,
+        "5 hidden GELU layers",
+    ),
+    evaluation.Problem(
+        "conv_16x3",
+        tasks.ConvNet(channels=(16, 16, 16), batch_size=64),
+        200,
+        "3 conv layers of 16 channels",
+    ),
+    evaluation.Problem(
+        "autoencoder_fashion",
+        tasks.Autoencoder("fashion_mnist", hidden_sizes=(64,), bottleneck=16),
+        300,
+        "Fashion-MNIST autoencoder 784-64-16-64-784",
+    ),
+    evaluation.Problem(
+        "char_lm_2x16",
+        tasks.CharTransformer(num_layers=2, d_model=16, num_heads=2, seq_len=16, batch_size=8),
+        300,
+        "2-block character transformer",
+    ),
+    evaluation.Problem(
+        "sinusoid_mlp",
+        tasks.Sinusoid(hidden_sizes=(40, 40)),
+        500,
+        "sine regression with an MLP",
+    ),
+    evaluation.Problem(
+        "logistic_128",
+        tasks.Regression("logistic", num_features=128, num_examples=1024, feature_log_scale=1.5),
+        300,
+        "logistic regression on 128 features",
+    ),
+    evaluation.Problem(
+        "noisy_least_squares_64",
+        tasks.Regression(
+            "least_squares", num_features=64, num_examples=1024, noise_std=0.5, batch_size=16
+        ),
+        500,
+        "least squares on 64 features from minibatches of 16",
+    ),
+)
+SUITE_SETTINGS = {"seed": 0, "num_tasks": 6, "tune_tasks": 3}
+GRID = tuple(float(x) for x in np.logspace(-4, 1, 11))
+
+#: Each variant: changes to the generalist's optimizer (``optimizer``) and recipe (``recipe``).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "adam": {"optimizer": {"update_norm": "adam"}, "untrained": True},
+    "shipped_recipe": {"optimizer": {}},
+    "adam_norm": {"optimizer": {"update_norm": "adam"}},
+    "adam_norm_bounded": {"optimizer": {"update_norm": "adam", "correction_bound": 1.0}},
+    "adam_norm_bounded_no_magnitude": {
+        "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "magnitude_output": "none"}
+    },
+    "bounded_small_magnitude": {"optimizer": {"correction_bound": 1.0, "magnitude_bound": 1.0}},
+}
+RECIPE = {
+    "meta_steps": 300,
+    "every": 100,
+    "meta_lr": 3e-3,
+    "truncation": 20,
+    "horizon": [100, 1000],
+}
+
+
+def optimizer_of(variant: str) -> lo.LSTMOptimizer:
+    """The variant's optimizer: the generalist's settings with the variant's changes."""
+    return lo.LSTMOptimizer(**{**generalist.OPTIMIZER, **VARIANTS[variant]["optimizer"]})
+
+
+def zeroed(meta_params: Any) -> Any:
+    """The meta-parameters with the output layer at zero: the learned outputs are 0."""
+    return {**meta_params, "out": jax.tree.map(np.zeros_like, meta_params["out"])}
+
+
+def references(document: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Tuned Adam on the suite, from the document's cache when its settings are unchanged."""
+    settings = {**SUITE_SETTINGS, "grid": list(GRID), "problems": [p.name for p in SUITE]}
+    cached = document.get("references")
+    if cached and cached.get("settings") == settings:
+        return cached["adam"]
+    adam = evaluation.adam_references(
+        SUITE,
+        seed=SUITE_SETTINGS["seed"],
+        num_tasks=SUITE_SETTINGS["num_tasks"],
+        tune_tasks=SUITE_SETTINGS["tune_tasks"],
+        grid=GRID,
+    )
+    document["references"] = {"settings": settings, "adam": adam}
+    return adam
+
+
+def suite_score(optimizer, meta_params, adam, tuned: bool) -> dict[str, Any]:
+    """The suite's score at the built-in step size, or with the step size tuned per problem."""
+    return evaluation.score(
+        SUITE,
+        (optimizer, meta_params),
+        adam,
+        seed=SUITE_SETTINGS["seed"],
+        num_tasks=SUITE_SETTINGS["num_tasks"],
+        tune_tasks=SUITE_SETTINGS["tune_tasks"] if tuned else None,
+        grid=GRID,
+    )
+
+
+def meta_train(variant, optimizer, seed, adam, checkpoints: Path, log) -> dict[str, Any]:
+    """Meta-trains ``variant``, scoring every ``every`` steps; returns the run's record."""
+    recipe = {**RECIPE, **VARIANTS[variant].get("recipe", {})}
+    estimator = lo.TruncatedBackprop(
+        recipe["truncation"], tuple(recipe["horizon"]), "log_mean", task_chunk=1
+    )
+    trainer = lo.MetaTrainer(
+        optimizer,
+        generalist.mixture(),
+        estimator,
+        optax.adam(recipe["meta_lr"]),
+        clip_norm=1.0,
+    )
+    progress = checkpoints / "progress.json"
+    record = json.loads(progress.read_text()) if progress.exists() else {"history": []}
+    state = trainer.init(jax.random.key(seed))
+    if checkpoint_steps(checkpoints):
+        state = trainer.restore_checkpoint(checkpoints)
+    record["history"] = [h for h in record["history"] if h["meta_step"] <= int(state.step)]
+    minutes = record.get("meta_training_minutes", 0.0)
+    while True:
+        step = int(state.step)
+        if not any(h["meta_step"] == step for h in record["history"]):
+            meta_params = jax.device_get(state.meta_params)
+            value = suite_score(optimizer, meta_params, adam, False)["score"]
+            log(f"{variant} seed {seed}: meta-step {step}, score {value:+.3f}")
+            if all(value < h["score"] for h in record["history"]):
+                lo.save(checkpoints / "best.msgpack", optimizer, meta_params)
+            record["history"].append({"meta_step": step, "score": value})
+        record["meta_training_minutes"] = minutes
+        common.write_atomic(progress, json.dumps(record))
+        if step >= recipe["meta_steps"]:
+            break
+        start = time.time()
+        target = min(step + recipe["every"], recipe["meta_steps"])
+        state = trainer.run(
+            state,
+            target,
+            checkpoint_dir=checkpoints,
+            checkpoint_every=recipe["every"],
+            progress=False,
+        )
+        minutes += (time.time() - start) / 60
+    record["recipe"] = recipe
+    return record
+
+
+def run(variant: str, seed: int, checkpoints: Path, results: Path, argv) -> dict[str, Any]:
+    """Runs one variant at one seed end to end and appends its entry to ``results``."""
+    document = json.loads(results.read_text()) if results.exists() else {"runs": []}
+    wall, cpu = time.time(), time.process_time()
+    adam = references(document)
+    common.write_atomic(results, json.dumps(document, indent=1) + "\n")
+    optimizer = optimizer_of(variant)
+    entry: dict[str, Any] = {
+        "variant": variant,
+        "seed": seed,
+        "optimizer": VARIANTS[variant]["optimizer"],
+        "command": common.command_line(SCRIPT, argv),
+    }
+    if VARIANTS[variant].get("untrained"):
+        meta_params = zeroed(optimizer.init(jax.random.key(seed)))
+        entry.update(meta_steps=0, selected_meta_step=0, meta_training_minutes=0.0, history=[])
+    else:
+        folder = checkpoints / f"{variant}-seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        record = meta_train(variant, optimizer, seed, adam, folder, print)
+        best = min(record["history"], key=lambda h: h["score"])
+        _, meta_params = lo.load(folder / "best.msgpack")
+        entry.update(
+            recipe=record["recipe"],
+            meta_steps=record["recipe"]["meta_steps"],
+            selected_meta_step=best["meta_step"],
+            meta_training_minutes=record["meta_training_minutes"],
+            history=record["history"],
+        )
+    untuned = suite_score(optimizer, meta_params, adam, tuned=False)
+    tuned = suite_score(optimizer, meta_params, adam, tuned=True)
+    entry.update(
+        score=untuned["score"],
+        tuned_score=tuned["score"],
+        per_problem={"untuned": untuned["per_problem"], "tuned": tuned["per_problem"]},
+        seconds=time.time() - wall,
+        cpu_seconds=time.process_time() - cpu,
+        load_average=os.getloadavg()[0],
+        machine=common.machine(),
+    )
+    document = json.loads(results.read_text()) if results.exists() else document
+    document["runs"] = [
+        r for r in document.get("runs", []) if (r["variant"], r["seed"]) != (variant, seed)
+    ] + [entry]
+    document["references"] = document.get("references") or {}
+    common.write_atomic(results, json.dumps(document, indent=1) + "\n")
+    print(json.dumps({k: entry[k] for k in ("variant", "seed", "score", "tuned_score")}))
+    return entry
+
+
+# --- rendering (benchmarks/render.py calls render) ---------------------------------------------
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The Markdown body of the ablation section of RESULTS.md."""
+    runs = doc["runs"]
+    names = [p.name for p in SUITE]
+    adam = doc["references"]["adam"]
+    lines = [
+        "## The generalist's ablation (benchmarks/ablation.py)",
+        "",
+        "Each variant of the generalist's recipe (`benchmarks/train_generalist.py`: its mixture, "
+        "truncated backprop and optimizer, with the variant's changes) is meta-trained for "
+        "the meta-steps shown, scored every 100 meta-steps on the validation suite below at its "
+        "built-in step size, and the best-scoring meta-parameters are scored again with the step "
+        "size tuned per problem like Adam's learning rate (on training-split tasks). Score: the "
+        "mean over the suite's 8 problems of log(median final loss / tuned Adam's), each clipped "
+        "to ±log(100), on 6 validation-split tasks per problem; lower is better, 0 is tuned "
+        "Adam, and the control `adam` (the untrained optimizer, which is Adam) must read 0 "
+        "tuned. Every run is kept, whether it helped or not.",
+        "",
+        "| variant | seed | changes | meta-steps (selected) | meta-training min | "
+        "score (built-in step) | score (tuned step) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        changes = ", ".join(f"{k}={v}" for k, v in r["optimizer"].items()) or "none"
+        lines.append(
+            f"| `{r['variant']}` | {r['seed']} | {changes} | {r['meta_steps']} "
+            f"({r['selected_meta_step']}) | {r['meta_training_minutes']:.1f} | "
+            f"{r['score']:+.3f} | {r['tuned_score']:+.3f} |"
+        )
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_variant.setdefault(r["variant"], []).append(r)
+    lines += [
+        "",
+        "Per problem, the ratio of medians to tuned Adam with the step size tuned (mean of the "
+        "log ratios over seeds, as a ratio); tuned Adam's learning rate and median in the first "
+        "row:",
+        "",
+        "| variant | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|" + "---|" * (len(names) + 1),
+        "| tuned Adam | "
+        + " | ".join(f"{adam[n]['final']:.3g} (lr {adam[n]['learning_rate']:.2g})" for n in names)
+        + " |",
+    ]
+    for variant, group in by_variant.items():
+        cells = []
+        for n in names:
+            logs = [r["per_problem"]["tuned"][n]["log_ratio"] for r in group]
+            cells.append(f"{float(np.exp(np.mean(logs))):.2f}x")
+        lines.append(f"| `{variant}` ({len(group)} seeds) | " + " | ".join(cells) + " |")
+    machines = {common.machine_line(r["machine"]) for r in runs}
+    loads = [r["load_average"] for r in runs]
+    lines += [
+        "",
+        " ".join(sorted(machines))
+        + f" Load average during the runs: {min(loads):.1f}-{max(loads):.1f} on 2 cores (other "
+        "work ran beside them, so minutes are upper bounds).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant", nargs="?", choices=sorted(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--list", action="store_true", help="print the variants and stop")
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path.home() / ".cache" / "learned_opt" / "ablation",
+        help="folder of the resumable meta-training checkpoints",
+    )
+    parser.add_argument("--results", type=Path, default=common.RESULTS_DIR / f"{SECTION}.json")
+    args = parser.parse_args(argv)
+    if args.list or args.variant is None:
+        print(json.dumps(VARIANTS, indent=1))
+        return
+    run(args.variant, args.seed, args.checkpoints, args.results, argv)
+
+
+if __name__ == "__main__":
+    main()
