@@ -316,6 +316,27 @@ def render(doc: dict[str, Any]) -> str:
             logs = [r["per_problem"]["tuned"][n]["log_ratio"] for r in group]
             cells.append(f"{float(np.exp(np.mean(logs))):.2f}x")
         lines.append(f"| `{variant}` ({len(group)} seeds) | " + " | ".join(cells) + " |")
+    rival_runs = doc.get("rivals", {})
+    lines += [
+        "",
+        "Untuned, each at its built-in step size, against the optimizers a user who does not "
+        "want to tune would pick (Adam at 1e-3 and optax's tuning-free optimizers at their "
+        "defaults; `schedule_free_adamw` is scored at its training iterate), ratio of medians to "
+        "tuned Adam:",
+        "",
+        "| optimizer | score | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|" + "---|" * (len(names) + 2),
+    ]
+    for variant, group in by_variant.items():
+        cells = []
+        for n in names:
+            logs = [r["per_problem"]["untuned"][n]["log_ratio"] for r in group]
+            cells.append(f"{float(np.exp(np.mean(logs))):.2f}x")
+        mean = float(np.mean([r["score"] for r in group]))
+        lines.append(f"| `{variant}` | {mean:+.3f} | " + " | ".join(cells) + " |")
+    for name, r in rival_runs.items():
+        cells = [f"{float(np.exp(r['per_problem'][n]['log_ratio'])):.2f}x" for n in names]
+        lines.append(f"| {name} | {r['score']:+.3f} | " + " | ".join(cells) + " |")
     machines = {common.machine_line(r["machine"]) for r in runs}
     loads = [r["load_average"] for r in runs]
     lines += [
@@ -327,11 +348,36 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rivals(results: Path, argv) -> None:
+    """Scores the untuned rivals on the suite: Adam at 1e-3 and each tuning-free optimizer."""
+    document = json.loads(results.read_text()) if results.exists() else {"runs": []}
+    adam = references(document)
+    named = {"adam (1e-3)": lambda: optax.adam(1e-3), **evaluation.TUNING_FREE}
+    document["rivals"] = {
+        name: evaluation.score(
+            SUITE,
+            make(),
+            adam,
+            seed=SUITE_SETTINGS["seed"],
+            num_tasks=SUITE_SETTINGS["num_tasks"],
+        )
+        for name, make in named.items()
+    }
+    document["rivals_command"] = common.command_line(SCRIPT, argv)
+    common.write_atomic(results, json.dumps(document, indent=1) + "\n")
+    print(json.dumps({name: r["score"] for name, r in document["rivals"].items()}))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant", nargs="?", choices=sorted(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--list", action="store_true", help="print the variants and stop")
+    parser.add_argument(
+        "--rivals",
+        action="store_true",
+        help="score Adam at 1e-3 and the tuning-free optimizers instead of a variant",
+    )
     parser.add_argument(
         "--checkpoints",
         type=Path,
@@ -340,6 +386,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--results", type=Path, default=common.RESULTS_DIR / f"{SECTION}.json")
     args = parser.parse_args(argv)
+    if args.rivals:
+        rivals(args.results, argv)
+        return
     if args.list or args.variant is None:
         print(json.dumps(VARIANTS, indent=1))
         return

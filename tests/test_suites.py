@@ -111,3 +111,19 @@ def test_bad_input_is_refused_with_one_line(references, call, message):
     with pytest.raises(ValueError) as error:
         call(references)
     assert str(error.value) == message
+
+
+def test_the_tuning_free_rivals_are_optax_contribs_at_their_defaults():
+    assert set(evaluation.TUNING_FREE) == {
+        "prodigy",
+        "dadapt_adamw",
+        "dog",
+        "dowg",
+        "cocob",
+        "mechanize",
+        "schedule_free_adamw",
+    }
+    keys = evaluation.task_keys(0, 2, "test")
+    for make in evaluation.TUNING_FREE.values():
+        curves = evaluation.train_curves(lo.tasks.Quadratic(dim=4), make(), keys, 10)
+        assert np.isfinite(curves.losses).all()

@@ -28,6 +28,7 @@ from learned_opt.evaluation.baselines import ADAMW_WEIGHT_DECAY as ADAMW_WEIGHT_
 from learned_opt.evaluation.baselines import BASELINES as BASELINES
 from learned_opt.evaluation.baselines import DEFAULT_GRID as DEFAULT_GRID
 from learned_opt.evaluation.baselines import EXTRA_GRIDS as EXTRA_GRIDS
+from learned_opt.evaluation.baselines import TUNING_FREE as TUNING_FREE
 from learned_opt.evaluation.baselines import TunedBaseline as TunedBaseline
 from learned_opt.evaluation.baselines import TunedStepSize as TunedStepSize
 from learned_opt.evaluation.baselines import run_scaled_learned as run_scaled_learned

@@ -48,6 +48,19 @@ BASELINES: dict[str, Callable[..., optax.GradientTransformation]] = {
     "rmsprop": lambda lr, num_steps: optax.rmsprop(lr),
 }
 
+#: The tuning-free optimizers of ``optax.contrib`` at their defaults: what a user who does not want
+#: to tune would pick, so the rivals of an untuned learned optimizer. ``schedule_free_adamw`` is
+#: scored at its training iterate like every other optimizer (not at its averaged parameters).
+TUNING_FREE: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "prodigy": lambda: optax.contrib.prodigy(),
+    "dadapt_adamw": lambda: optax.contrib.dadapt_adamw(),
+    "dog": lambda: optax.contrib.dog(),
+    "dowg": lambda: optax.contrib.dowg(),
+    "cocob": lambda: optax.contrib.cocob(),
+    "mechanize": lambda: optax.contrib.mechanize(optax.adam(1.0)),
+    "schedule_free_adamw": lambda: optax.contrib.schedule_free_adamw(),
+}
+
 #: Hyperparameters tuned besides the learning rate, with their grids.
 EXTRA_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "momentum": {"momentum": (0.5, 0.9, 0.99)},
