@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -267,3 +268,39 @@ def test_time_calls_warms_up_then_times_every_call():
     assert len(calls) == 6 and len(timing.seconds) == 4 and timing.median > 0
     with pytest.raises(ValueError, match=r"repeats: expected at least 1, got 0"):
         evaluation.time_calls(lambda: None, 0)
+
+
+def test_time_interleaved_calls_round_robin_and_ratios_come_from_the_same_rounds():
+    order, now = [], [0.0]
+
+    def work(name, seconds):
+        def call():
+            order.append(name)
+            now[0] += seconds
+
+        return call
+
+    calls = {"a": work("a", 1.0), "b": work("b", 3.0), "c": work("c", 0.5)}
+    timings = evaluation.time_interleaved(calls, rounds=4, warmup=1, clock=lambda: now[0])
+    # Each call warmed up once (untimed), then 4 rounds of a, b, c in order.
+    assert order == ["a", "b", "c"] + ["a", "b", "c"] * 4
+    assert list(timings) == ["a", "b", "c"]
+    assert timings["a"].seconds == (1.0,) * 4 and timings["b"].seconds == (3.0,) * 4
+    assert timings["b"].ratio(timings["a"]) == 3.0 and timings["c"].ratio(timings["a"]) == 0.5
+    with pytest.raises(ValueError, match=r"rounds: expected at least 1, got 0"):
+        evaluation.time_interleaved(calls, rounds=0)
+    with pytest.raises(ValueError, match=r"expected 4 timed calls \(one per round\), got 2"):
+        timings["a"].ratio(evaluation.Timing((1.0, 1.0), 0))
+
+
+def test_interleaved_ratio_of_two_known_workloads_on_the_real_clock():
+    calls = {"short": lambda: time.sleep(0.002), "long": lambda: time.sleep(0.006)}
+    timings = evaluation.time_interleaved(calls, rounds=5)
+    assert 2.0 < timings["long"].ratio(timings["short"]) < 4.0
+
+
+def test_step_timings_time_every_optimizer_in_the_same_rounds():
+    txs = {"adam": optax.adam(1e-3), "sgd": optax.sgd(1e-2)}
+    timings = evaluation.step_timings(Bowl(), txs, jax.random.key(0), rounds=3)
+    assert list(timings) == ["adam", "sgd"]
+    assert all(len(t.seconds) == 3 and t.median > 0 for t in timings.values())

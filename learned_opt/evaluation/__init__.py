@@ -67,4 +67,6 @@ from learned_opt.evaluation.suites import log_ratio as log_ratio
 from learned_opt.evaluation.suites import score as score
 from learned_opt.evaluation.timing import Timing as Timing
 from learned_opt.evaluation.timing import step_seconds as step_seconds
+from learned_opt.evaluation.timing import step_timings as step_timings
 from learned_opt.evaluation.timing import time_calls as time_calls
+from learned_opt.evaluation.timing import time_interleaved as time_interleaved

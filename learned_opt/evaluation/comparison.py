@@ -426,7 +426,8 @@ def compare(
         references: runs every learned run is compared with besides the best tuned baseline
             (default: ``("adam",)`` when Adam is among the baselines).
         time_steps: also time one jitted training step of each optimizer on the first test
-            task (:func:`~learned_opt.evaluation.step_seconds`).
+            task, all the optimizers' steps interleaved in the same rounds
+            (:func:`~learned_opt.evaluation.step_timings`).
         keep_curves: keep each run's per-step training-loss percentiles (:attr:`Run.curve`).
         confidence_level: of the bootstrap intervals.
         n_resamples: bootstrap resamples.
@@ -487,9 +488,8 @@ def compare(
     curves = _runs.train_curves(family, txs[ADAM_DEFAULT], test_keys, num_steps)
     runs[ADAM_DEFAULT] = Run.of("default", curves, {"lr": 1e-3}, keep_curve=keep_curves)
     if time_steps:
-        for name, tx in txs.items():
-            seconds = _timing.step_seconds(family, tx, test_keys[0])
-            runs[name] = runs[name]._replace(step_seconds=seconds)
+        for name, timing in _timing.step_timings(family, txs, test_keys[0]).items():
+            runs[name] = runs[name]._replace(step_seconds=timing.median)
 
     tuned_names = [n for n in runs if runs[n].kind == "baseline"]
     best = min(tuned_names, key=lambda n: runs[n].median) if tuned_names else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -30,6 +30,24 @@ class Timing(NamedTuple):
     def median(self) -> float:
         """The median of :attr:`seconds`."""
         return statistics.median(self.seconds)
+
+    def ratio(self, reference: Timing) -> float:
+        """The median over rounds of this call's seconds over ``reference``'s in the same round.
+
+        Both timings must come from the same :func:`time_interleaved` (one entry per round), so
+        that each ratio compares two calls made moments apart, under the same load.
+
+        Raises:
+            ValueError: if the two timings have different numbers of calls.
+        """
+        if len(self.seconds) != len(reference.seconds):
+            raise ValueError(
+                f"reference: expected {len(self.seconds)} timed calls (one per round), got "
+                f"{len(reference.seconds)}"
+            )
+        return statistics.median(
+            a / b for a, b in zip(self.seconds, reference.seconds, strict=True)
+        )
 
 
 def time_calls(
@@ -60,13 +78,70 @@ def time_calls(
     for _ in range(warmup):
         jax.block_until_ready(call())
     times: list[float] = []
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults = _page_faults()
     while len(times) < repeats or (sum(times) < min_time and len(times) < max_calls):
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t0)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    return Timing(tuple(times), faults // len(times))
+        times.append(_timed(call, time.perf_counter))
+    return Timing(tuple(times), (_page_faults() - faults) // len(times))
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[], Any]],
+    rounds: int,
+    warmup: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Timing]:
+    """Times several calls round-robin: each round calls every one once, in order.
+
+    Timing each call in its own loop lets the machine's load change between them (the same
+    Adam step measured 0.54 ms in one run and 3.57 ms in another); interleaved, every call sees
+    the same conditions, so ratios (:meth:`Timing.ratio`) compare like with like. Every call
+    is first made ``warmup`` times (e.g. to compile), untimed, before the first round.
+
+    Args:
+        calls: the calls by name; each is blocked on (its outputs ready) before the clock stops.
+        rounds: rounds of calls; each call's :class:`Timing` has one entry per round.
+        warmup: untimed calls of each before the rounds.
+        clock: seconds, monotonic (a fake one in tests).
+
+    Returns:
+        ``{name: Timing}`` in the order of ``calls``.
+
+    Raises:
+        ValueError: if ``rounds`` < 1.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from learned_opt.evaluation import time_interleaved
+        >>> sin, cos, x = jax.jit(jnp.sin), jax.jit(jnp.cos), jnp.ones(64)
+        >>> calls = {"sin": lambda: sin(x), "cos": lambda: cos(x)}
+        >>> timings = time_interleaved(calls, rounds=3, warmup=1)
+        >>> [len(t.seconds) for t in timings.values()], timings["sin"].ratio(timings["cos"]) > 0
+        ([3, 3], True)
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds: expected at least 1, got {rounds}")
+    for call in calls.values():
+        for _ in range(warmup):
+            jax.block_until_ready(call())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    faults = dict.fromkeys(calls, 0)
+    for _ in range(rounds):
+        for name, call in calls.items():
+            before = _page_faults()
+            times[name].append(_timed(call, clock))
+            faults[name] += _page_faults() - before
+    return {name: Timing(tuple(times[name]), faults[name] // rounds) for name in calls}
+
+
+def _timed(call: Callable[[], Any], clock: Callable[[], float]) -> float:
+    """Seconds of one call of ``call``, until its outputs are ready."""
+    t0 = clock()
+    jax.block_until_ready(call())
+    return clock() - t0
+
+
+def _page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def step_seconds(
@@ -88,6 +163,38 @@ def step_seconds(
         >>> step_seconds(lo.tasks.Quadratic(), optax.adam(1e-3), jax.random.key(0), repeats=3) > 0
         True
     """
+    return time_calls(_step_call(family, tx, key), repeats, warmup=2).median
+
+
+def step_timings(
+    family: TaskFamily,
+    txs: Mapping[str, optax.GradientTransformation],
+    key: jax.Array,
+    rounds: int = 20,
+) -> dict[str, Timing]:
+    """Interleaved timings of one jitted training step of each of ``txs`` on the task of ``key``.
+
+    The step is :func:`step_seconds`'s; the steps of all the optimizers are timed round-robin
+    (:func:`time_interleaved`, ``rounds`` rounds, compilation and one warm-up call untimed), so
+    their ratios (:meth:`Timing.ratio`) come from the same rounds.
+
+    Example:
+        >>> import jax, optax
+        >>> import learned_opt as lo
+        >>> from learned_opt.evaluation import step_timings
+        >>> txs = {"adam": optax.adam(1e-3), "sgd": optax.sgd(1e-2)}
+        >>> t = step_timings(lo.tasks.Quadratic(), txs, jax.random.key(0), rounds=3)
+        >>> t["sgd"].ratio(t["adam"]) > 0
+        True
+    """
+    calls = {name: _step_call(family, tx, key) for name, tx in txs.items()}
+    return time_interleaved(calls, rounds, warmup=2)
+
+
+def _step_call(
+    family: TaskFamily, tx: optax.GradientTransformation, key: jax.Array
+) -> Callable[[], Any]:
+    """A call that makes one jitted training step with ``tx``, the state fed back."""
     tx = optax.with_extra_args_support(tx)
     k_task, k_init, k_data = jax.random.split(key, 3)
     task_params = family.sample(k_task)
@@ -107,4 +214,4 @@ def step_seconds(
         carry[:] = step(*carry)
         return carry
 
-    return time_calls(call, repeats, warmup=2).median
+    return call
