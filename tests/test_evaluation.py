@@ -282,8 +282,10 @@ def test_time_interleaved_calls_round_robin_and_ratios_come_from_the_same_rounds
 
     calls = {"a": work("a", 1.0), "b": work("b", 3.0), "c": work("c", 0.5)}
     timings = evaluation.time_interleaved(calls, rounds=4, warmup=1, clock=lambda: now[0])
-    # Each call warmed up once (untimed), then 4 rounds of a, b, c in order.
-    assert order == ["a", "b", "c"] + ["a", "b", "c"] * 4
+    # Each call warmed up once (untimed), then 4 rounds of a, b, c in order, each round
+    # starting one call later.
+    warmup, rounds = "abc", ["abc", "bca", "cab", "abc"]
+    assert "".join(order) == warmup + "".join(rounds)
     assert list(timings) == ["a", "b", "c"]
     assert timings["a"].seconds == (1.0,) * 4 and timings["b"].seconds == (3.0,) * 4
     assert timings["b"].ratio(timings["a"]) == 3.0 and timings["c"].ratio(timings["a"]) == 0.5

@@ -90,12 +90,14 @@ def time_interleaved(
     warmup: int = 0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Timing]:
-    """Times several calls round-robin: each round calls every one once, in order.
+    """Times several calls round-robin: each round calls every one once.
 
     Timing each call in its own loop lets the machine's load change between them (the same
     Adam step measured 0.54 ms in one run and 3.57 ms in another); interleaved, every call sees
-    the same conditions, so ratios (:meth:`Timing.ratio`) compare like with like. Every call
-    is first made ``warmup`` times (e.g. to compile), untimed, before the first round.
+    the same conditions, so ratios (:meth:`Timing.ratio`) compare like with like. Round ``r``
+    starts with call ``r`` (modulo their number) and goes on in order, so no call is always
+    the one after the slowest or the first of a round. Every call is first made ``warmup``
+    times (e.g. to compile), untimed, before the first round.
 
     Args:
         calls: the calls by name; each is blocked on (its outputs ready) before the clock stops.
@@ -123,12 +125,13 @@ def time_interleaved(
     for call in calls.values():
         for _ in range(warmup):
             jax.block_until_ready(call())
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    faults = dict.fromkeys(calls, 0)
-    for _ in range(rounds):
-        for name, call in calls.items():
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    faults = dict.fromkeys(names, 0)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             before = _page_faults()
-            times[name].append(_timed(call, clock))
+            times[name].append(_timed(calls[name], clock))
             faults[name] += _page_faults() - before
     return {name: Timing(tuple(times[name]), faults[name] // rounds) for name in calls}
 
