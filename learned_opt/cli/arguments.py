@@ -231,7 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first (multi-host GPU/TPU)",
+        help="call jax.distributed.initialize() first (several hosts); JAX finds the "
+        "coordinator, the number of processes and this process's id on Cloud TPU and under "
+        "SLURM or Open MPI, elsewhere give them with the next three options",
+    )
+    train.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="address of process 0, the same on every host (implies --distributed)",
+    )
+    train.add_argument(
+        "--num-processes",
+        type=_number(int, 1),
+        help="how many processes take part, one a host (implies --distributed)",
+    )
+    train.add_argument(
+        "--process-id",
+        type=_number(int, 0),
+        help="this process's id, 0 to --num-processes - 1; process 0 writes the run's files "
+        "(implies --distributed)",
     )
 
     ev = sub.add_parser("evaluate", help="compare a trained optimizer with tuned baselines")

@@ -126,10 +126,7 @@ def _check_out(args: argparse.Namespace, config: dict[str, Any]) -> None:
 
 def meta_train(args: argparse.Namespace) -> None:
     """``learned-opt meta-train``: validates everything, then writes and runs."""
-    if args.distributed:
-        import jax
-
-        jax.distributed.initialize()
+    _initialize_distributed(args)
     import jax
 
     import learned_opt as lo
@@ -160,14 +157,18 @@ def meta_train(args: argparse.Namespace) -> None:
             )
         print(f"resumed from meta-step {int(state.step)} ({ckpt_dir})", file=sys.stderr)
 
-    # Everything is checked: from here on the run writes.
-    if args.overwrite:
+    # Everything is checked: from here on the run writes (under multi-host, process 0 only).
+    primary = jax.process_index() == 0
+    if args.overwrite and primary:
         for name in _existing_run(out):
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
     if state is None:
         state = trainer.init(jax.random.key(args.seed), initial)
-    atomic_write_bytes(out / "config.json", json.dumps(config, indent=2, sort_keys=True).encode())
+    if primary:
+        config_json = json.dumps(config, indent=2, sort_keys=True).encode()
+        atomic_write_bytes(out / "config.json", config_json)
+    _sync("learned_opt meta-train start")
     t0 = time.perf_counter()
     state = trainer.run(
         state,
@@ -179,6 +180,8 @@ def meta_train(args: argparse.Namespace) -> None:
         callback=_keep_best(args, trainer, family, out / "optimizer.msgpack", log_path),
     )
     last = jax.device_get(state.meta_params)
+    if not primary:
+        return
     lo.save(out / "optimizer_last.msgpack", optimizer, last)
     if not args.validate_every:
         lo.save(out / "optimizer.msgpack", optimizer, last)
@@ -200,6 +203,41 @@ def meta_train(args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """Calls ``jax.distributed.initialize`` for ``--distributed`` and its three options."""
+    given = {
+        "coordinator_address": args.coordinator,
+        "num_processes": args.num_processes,
+        "process_id": args.process_id,
+    }
+    if not args.distributed and all(v is None for v in given.values()):
+        return
+    if args.coordinator is not None:
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--coordinator: expected HOST:PORT, got {args.coordinator!r}")
+    if None not in (args.num_processes, args.process_id) and (
+        args.process_id >= args.num_processes
+    ):
+        raise UsageError(
+            f"--process-id: expected an integer below --num-processes ({args.num_processes}), "
+            f"got {args.process_id}"
+        )
+    import jax
+
+    jax.distributed.initialize(**given)
+
+
+def _sync(name: str) -> None:
+    """A barrier across the processes of a multi-host run (nothing on one host)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _keep_best(args, trainer, family, path: Path, log_path: Path):
@@ -231,9 +269,9 @@ def _keep_best(args, trainer, family, path: Path, log_path: Path):
         meta_params = jax.device_get(state.meta_params)
         curves = evaluation.learned_curves(family, trainer.optimizer, meta_params, keys, horizon)
         value = float(np.median(np.where(np.isfinite(curves.final), curves.final, np.inf)))
-        if value < best or not path.exists():
-            best = min(best, value)
+        if (value < best or not path.exists()) and jax.process_index() == 0:
             lo.save(path, trainer.optimizer, meta_params)
+        best = min(best, value)
         return {"validation": value}
 
     return callback

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -161,8 +162,13 @@ class MetaTrainer:
         }
 
     def shard(self, state: MetaTrainState) -> MetaTrainState:
-        """Places the task axis across the mesh's devices and replicates the rest."""
-        return jax.device_put(state, self._state_shardings(state))
+        """Places the task axis across the mesh's devices and replicates the rest.
+
+        Under multi-host every process passes the same ``state`` and keeps only its own
+        devices' part of it.
+        """
+        shardings = jax.tree.broadcast(self._state_shardings(state), state)
+        return jax.tree.map(_put, state, shardings)
 
     def _state_shardings(self, state: MetaTrainState) -> PyTree:
         """A tree like ``state`` of shardings: the estimator state's task axis across the
@@ -360,8 +366,10 @@ class MetaTrainer:
             checkpoint_every: meta-steps between checkpoints.
             log_path: a JSONL file; one line of metrics per meta-step is appended, after
                 dropping any line past ``state.step`` (written after the checkpoint a resumed
-                run continues from) and any partly written line.
-            progress: show a progress bar with the meta-loss and inner steps per second.
+                run continues from) and any partly written line. Under multi-host only
+                process 0 writes it (each process writes its own shards of a checkpoint).
+            progress: show a progress bar with the meta-loss and inner steps per second (on
+                process 0).
             callback: called as ``callback(step, metrics, state)`` after each meta-step; a
                 dict it returns is added to the step's logged metrics (e.g. a validation loss).
             max_skipped_steps: consecutive meta-steps without an update after which the run
@@ -392,10 +400,12 @@ class MetaTrainer:
                     checkpoint_lib.CheckpointWarning,
                     stacklevel=2,
                 )
-        if log_path is not None:
+        primary = jax.process_index() == 0  # under multi-host, process 0 logs
+        if log_path is not None and primary:
             _truncate_log(Path(log_path), start)
-        log = open(log_path, "a") if log_path is not None else None  # noqa: SIM115
-        bar = tqdm(total=num_steps, initial=start, disable=not progress, unit="meta-step")
+        log = open(log_path, "a") if log_path is not None and primary else None  # noqa: SIM115
+        show = progress and primary
+        bar = tqdm(total=num_steps, initial=start, disable=not show, unit="meta-step")
         inner = self.inner_steps_per_meta_step()
         try:
             for step in range(start, num_steps):
@@ -485,6 +495,17 @@ def _truncate_log(path: Path, step: int) -> None:
         kept.append(line)
     if len(kept) != len(text.splitlines()):
         atomic_write_bytes(path, "".join(kept).encode())
+
+
+def _put(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
+    """``jax.device_put``, also onto devices of other processes (multi-host), where every
+    process holds the same ``x`` and places only the shards of its own devices."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(x, sharding)
+    if jnp.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_put(jax.random.key_data(x), sharding))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _kept_sum(values: jax.Array, ok: jax.Array) -> jax.Array:
