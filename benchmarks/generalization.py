@@ -3,12 +3,14 @@
 Every problem lies outside the meta-training distribution of the generalist optimizer (the
 distribution is written down in :data:`TRAINING_DISTRIBUTION`; each problem says why it is
 outside it): deeper and wider MLPs, a conv net on 28x28 Fashion-MNIST, a character-level
-transformer language model, a deep autoencoder, least-squares and logistic regression at loss
-scales from 1e-3 to 1e4, ill-conditioned quadratics beyond 1e4, a Rosenbrock valley, extreme
-per-tensor scales, and horizons from 100 to 5,000 steps.
+transformer language model, a deep autoencoder, least squares at loss scales 1e-3 and 1e4, a
+logistic regression with its loss scaled by 1e3 and a wide one on 512 features, ill-conditioned
+quadratics beyond 1e4, a Rosenbrock valley, extreme per-tensor scales, and horizons from 100 to
+5,000 steps. No two problems differ only in the scale of their loss (a scale-invariant
+optimizer would score the same on both).
 
 Each problem is compared by ``lo.evaluation.compare``, the one protocol of learned vs tuned
-baselines, in two parts:
+baselines, in three parts:
 
 * the baselines (Adam, AdamW with cosine decay, SGD, SGD with momentum, NAG, RMSprop; Adam at
   1e-3 untuned), each tuned on ``--tune-tasks`` training tasks and run on ``--tasks`` held-out
@@ -18,17 +20,27 @@ baselines, in two parts:
   rate, next to tuned Adam and Adam at 1e-3 on the same test tasks (one ``compare`` per
   optimizer, so its ratios to tuned Adam and their paired bootstrap intervals come from the
   protocol itself; tuned Adam is re-run there, which is cheap, and must reproduce the
-  baselines' Adam exactly).
+  baselines' Adam exactly);
+* the untuned rivals (``--rivals``): the tuning-free optimizers of optax at their defaults
+  (``evaluation.TUNING_FREE``), each run as given on the same test tasks, and the untrained
+  control ``untrained`` (:func:`control`: the generalist's optimizer with its output layer at
+  zero, which is Adam), run like a learned optimizer; it must read 1.00x Adam at 1e-3 as
+  shipped and 1.00x tuned Adam with its step size tuned. Their ratios to tuned Adam, and each
+  learned run's to each tuning-free optimizer, are paired by test task across the
+  comparisons (:func:`cross_ratios`).
 
-Every step is timed (``compare(time_steps=True)``); on the problems marked for it, the
+The steps of all the optimizers of a problem are timed interleaved in one process
+(``evaluation.step_timings``: round-robin, 20 rounds, the median per optimizer), and each
+ratio to tuned Adam's step comes from the same rounds. On the problems marked for it, the
 wall-clock each optimizer needs to reach tuned Adam's final training loss is its number of
-steps to get there times its measured step time.
+steps to get there times that step time.
 
 The baselines' part is cached in the results document: with ``--reuse-baselines`` a problem
-whose settings are unchanged keeps its baselines and the learned optimizers that are not
-re-run, so adding an optimizer costs only its own runs::
+whose settings are unchanged keeps its baselines, the learned optimizers that are not re-run
+and the rivals it has, so adding an optimizer costs only its own runs (and a new timing of
+the problem's steps)::
 
-    nice -n 10 python benchmarks/generalization.py                       # everything (~1 h)
+    nice -n 10 python benchmarks/generalization.py                       # everything (1-2 h)
     python benchmarks/generalization.py --reuse-baselines --optimizers lstm_general
     python benchmarks/generalization.py --resume     # continue an interrupted run
     python benchmarks/generalization.py --quick --results-dir /tmp/gen   # smoke test
@@ -52,11 +64,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as common
+import train_generalist as generalist
 
 import learned_opt as lo
 from learned_opt import evaluation
@@ -78,6 +93,16 @@ SCRIPT = "benchmarks/generalization.py"
 SECTION = "generalization"
 BASELINES = evaluation.DEFAULT_BASELINES
 ADAM_DEFAULT = evaluation.ADAM_DEFAULT
+#: The tuning-free optimizers of optax at their defaults (``evaluation.TUNING_FREE``): the
+#: rivals of an untuned learned optimizer.
+TUNING_FREE = tuple(evaluation.TUNING_FREE)
+#: The untrained control: the generalist's optimizer with its output layer at zero (Adam).
+CONTROL = "untrained"
+CONTROL_LABEL = "untrained (= Adam)"
+#: Every optimizer run besides the baselines and the learned ones, cached per problem.
+RIVALS = (*TUNING_FREE, CONTROL)
+#: Rounds of the interleaved step timing (``--quick``: 5).
+TIMING_ROUNDS = 20
 
 #: The meta-training distribution of the generalist optimizer as configured: every problem
 #: of this benchmark lies outside it.
@@ -198,11 +223,18 @@ def problems() -> list[Problem]:
             "loss ~7e2 (training: loss scales within e^±2)",
         ),
         Problem(
-            "logistic_1e-3",
-            "logistic regression, minibatches of 32, loss x 1e-3",
-            _regression("logistic", 1e-3, batch_size=32),
+            "logistic_wide",
+            "logistic regression, 512 features with scales exp(U[-3, 3]), 1,024 examples, "
+            "noisy labels (a third disagree with the true classifier), minibatches of 32",
+            Regression(
+                "logistic",
+                num_features=512,
+                num_examples=1024,
+                feature_log_scale=3.0,
+                batch_size=32,
+            ),
             500,
-            "loss ~7e-4 (training: loss scales within e^±2)",
+            "512 features (training: 16) with scales up to e^±3",
         ),
         Problem(
             "quadratic_1e6_5000",
@@ -274,7 +306,8 @@ def time_to_target(comparison: evaluation.Comparison, window: int) -> dict[str, 
 
     The target is tuned Adam's median training loss at the end, smoothed over ``window`` steps
     (minibatch losses are noisy); a run reaches it at the first step where its own smoothed
-    median training loss is at or below it. Seconds are steps times the run's step time.
+    median training loss is at or below it. Seconds are steps times the run's step time
+    (``None`` where it was not timed; :func:`add_seconds` fills them in).
     """
     target = float(smoothed(comparison.runs["adam"].curve[1], window)[-1])
     out = {}
@@ -283,6 +316,113 @@ def time_to_target(comparison: evaluation.Comparison, window: int) -> dict[str, 
         seconds = None if steps is None or run.step_seconds is None else steps * run.step_seconds
         out[name] = {"steps": steps, "step_seconds": run.step_seconds, "seconds": seconds}
     return {"target": target, "window": window, "runs": out}
+
+
+def add_seconds(ttt: dict[str, Any], step_seconds: dict[str, float]) -> None:
+    """Sets each run's step time and seconds to target in ``ttt`` from ``step_seconds``."""
+    for name, run in ttt["runs"].items():
+        seconds = step_seconds.get(name)
+        run["step_seconds"] = seconds
+        run["seconds"] = None if run["steps"] is None or seconds is None else run["steps"] * seconds
+
+
+# --- the untuned rivals and the control --------------------------------------------------------
+
+
+def control() -> tuple[lo.LSTMOptimizer, Any]:
+    """The untrained control: the generalist's optimizer (``train_generalist.OPTIMIZER``, its
+    direction normalised per tensor to Adam's step, ``update_norm="adam"``) with its output
+    layer's weights and bias at zero, which makes it exactly Adam at its built-in step size."""
+    optimizer = lo.LSTMOptimizer(**generalist.OPTIMIZER, update_norm="adam")
+    meta_params = optimizer.init(jax.random.key(0))
+    return optimizer, {**meta_params, "out": jax.tree.map(jnp.zeros_like, meta_params["out"])}
+
+
+def rival(name: str) -> evaluation.Learned:
+    """The optimizer ``name`` of :data:`RIVALS`, as ``compare`` takes it."""
+    return control() if name == CONTROL else evaluation.TUNING_FREE[name]()
+
+
+def transformations(
+    entry: dict[str, Any], optimizers: dict[str, Any]
+) -> dict[str, optax.GradientTransformation]:
+    """Every optimizer that ran on the problem of ``entry``, as it ran: the tuned baselines,
+    Adam at 1e-3, each learned optimizer as shipped and with its tuned step size, the rivals
+    and the control. ``optimizers`` holds loaded learned optimizers; others are loaded."""
+    baselines = evaluation.Comparison.from_dict(entry["baselines"])
+    txs: dict[str, optax.GradientTransformation] = {}
+    for name, run in baselines.runs.items():
+        if run.kind == "baseline":
+            tuned = evaluation.TunedBaseline(
+                name, run.hyperparams, {}, run.at_edge, baselines.num_steps
+            )
+            txs[name] = tuned.transformation()
+    txs[ADAM_DEFAULT] = optax.adam(1e-3)
+    for name, data in [*entry["learned"].items(), *entry.get("rivals", {}).items()]:
+        c = evaluation.Comparison.from_dict(data)
+        if name in evaluation.TUNING_FREE:
+            txs[name] = evaluation.TUNING_FREE[name]()
+            continue
+        pair = control() if name == CONTROL else optimizers.get(name) or lo.load_pretrained(name)
+        optimizer, meta_params = pair
+        for run_name in c.learned_names():
+            run = c.runs[run_name]
+            txs[run_name] = (
+                optimizer.as_optax(meta_params)
+                if run.kind == "learned"
+                else evaluation.scaled_learned(optimizer, meta_params, run.hyperparams["lr"])
+            )
+    return txs
+
+
+def _runs_of(comparisons: dict[str, Any]) -> dict[str, evaluation.Run]:
+    """The learned runs (as given and with tuned step sizes) of stored comparisons."""
+    out = {}
+    for data in comparisons.values():
+        c = evaluation.Comparison.from_dict(data)
+        out.update({n: c.runs[n] for n in c.learned_names()})
+    return out
+
+
+def cross_ratios(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Paired ratios across the comparisons of one problem (they share its test tasks): Adam
+    at 1e-3, each rival and the control to tuned Adam and to Adam at 1e-3, and each learned run
+    to each tuning-free optimizer."""
+    base = evaluation.Comparison.from_dict(entry["baselines"])
+    learned, rivals = _runs_of(entry["learned"]), _runs_of(entry.get("rivals", {}))
+    runs = {**base.runs, **learned, **rivals}
+    pairs = [(ADAM_DEFAULT, "adam")]
+    pairs += [(name, ref) for name in rivals for ref in ("adam", ADAM_DEFAULT)]
+    pairs += [(name, ref) for name in learned for ref in rivals if ref in TUNING_FREE]
+    ratios = []
+    for name, ref in pairs:
+        interval = evaluation.paired_ratio_interval(
+            runs[name].final, runs[ref].final, base.confidence_level
+        )
+        ratios.append(evaluation.Ratio(name, ref, *interval).to_dict())
+    return ratios
+
+
+def time_steps(
+    problem: Problem,
+    entry: dict[str, Any],
+    optimizers: dict[str, Any],
+    test_keys: jax.Array,
+    rounds: int,
+) -> dict[str, Any]:
+    """Times the steps of every optimizer of the problem interleaved, in the same rounds.
+
+    Returns:
+        ``{"rounds": ..., "seconds": {name: median}, "vs_adam": {name: ratio}}``: each ratio
+        is the median over rounds of the step's seconds over tuned Adam's in the same round.
+    """
+    txs = transformations(entry, optimizers)
+    timings = evaluation.step_timings(problem.family, txs, test_keys[0], rounds)
+    return {
+        "rounds": rounds,
+        "seconds": {name: t.median for name, t in timings.items()},
+        "vs_adam": {name: t.ratio(timings["adam"]) for name, t in timings.items()},
+    }
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -314,14 +454,15 @@ def run_problem(
     previous: dict[str, Any] | None,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Runs one problem: its baselines (or reuses them) and each learned optimizer."""
+    """Runs one problem: its baselines (or reuses them), each learned optimizer, the rivals
+    and the control that are not cached yet, their ratios and the interleaved step timing."""
     steps = problem.steps if not args.quick else max(10, problem.steps // 50)
     settings = settings_of(problem, steps, args)
     keys = {
         "tune_keys": evaluation.task_keys(args.seed, args.tune_tasks, "train"),
         "test_keys": evaluation.task_keys(args.seed, args.tasks, "test"),
     }
-    options = {"grid": args.grid, "time_steps": True, "keep_curves": problem.time_to_target}
+    options = {"grid": args.grid, "keep_curves": problem.time_to_target}
     window = max(1, steps // 20)
     entry: dict[str, Any] = {
         "name": problem.name,
@@ -338,11 +479,12 @@ def run_problem(
     )
     if reuse:
         log(f"{problem.name}: reusing the baselines of the previous run")
-        for key in ("baselines", "baselines_seconds", "time_to_target", "adam_reproduced"):
+        cached = ("baselines", "baselines_seconds", "time_to_target", "adam_reproduced")
+        for key in (*cached, "ratios", "step_times"):
             if key in previous:
                 entry[key] = previous[key]
-        entry["learned"] = dict(previous["learned"])
-        entry["learned_seconds"] = dict(previous.get("learned_seconds", {}))
+        for key in ("learned", "learned_seconds", "rivals", "rivals_seconds"):
+            entry[key] = dict(previous.get(key, {}))
     else:
         t0 = time.perf_counter()
         comparison = evaluation.compare(
@@ -351,6 +493,7 @@ def run_problem(
         entry["baselines"] = _stripped(comparison)
         entry["baselines_seconds"] = time.perf_counter() - t0
         entry["learned"], entry["learned_seconds"] = {}, {}
+        entry["rivals"], entry["rivals_seconds"] = {}, {}
         if problem.time_to_target:
             entry["time_to_target"] = time_to_target(comparison, window)
         adam = comparison.runs["adam"]
@@ -359,35 +502,51 @@ def run_problem(
             f"{adam.median:.4g} (lr {adam.hyperparams['lr']:.0e})"
         )
     baseline_adam = evaluation.Comparison.from_dict(entry["baselines"]).runs["adam"]
+    jobs = []
     for name, learned in optimizers.items():
         if args.resume and reuse and name in entry["learned"]:
             log(f"{problem.name}: {name} already done")
-            continue
+        else:
+            jobs.append(("learned", name, learned))
+    jobs += [("rivals", n, rival(n)) for n in args.rivals if n not in entry["rivals"]]
+    for part, name, optimizer in jobs:
         t0 = time.perf_counter()
+        tuning_free = name in evaluation.TUNING_FREE
         comparison = evaluation.compare(
             problem.family,
             steps,
-            {name: learned},
-            baselines=("adam",),
-            references=("adam", ADAM_DEFAULT),
+            {name: optimizer},
+            baselines=() if tuning_free else ("adam",),
+            references=(ADAM_DEFAULT,) if tuning_free else ("adam", ADAM_DEFAULT),
             tune_learned=args.tune_learned,
             **keys,
             **options,
         )
-        entry["learned"][name] = _stripped(comparison)
-        entry["learned_seconds"][name] = time.perf_counter() - t0
-        entry.setdefault("adam_reproduced", {})[name] = (
-            comparison.runs["adam"].final == baseline_adam.final
-        )
+        entry[part][name] = _stripped(comparison)
+        entry[f"{part}_seconds"][name] = time.perf_counter() - t0
+        if not tuning_free:
+            entry.setdefault("adam_reproduced", {})[name] = (
+                comparison.runs["adam"].final == baseline_adam.final
+            )
         if problem.time_to_target:
             ttt = time_to_target(comparison, window)
             runs = entry["time_to_target"]["runs"]
             runs.update({n: v for n, v in ttt["runs"].items() if n in comparison.learned_names()})
-        ratio = comparison.ratio(name, "adam")
         log(
-            f"{problem.name}: {name} in {entry['learned_seconds'][name]:.0f} s; "
-            f"{name} / tuned Adam {ratio.cell()}"
+            f"{problem.name}: {name} in {entry[f'{part}_seconds'][name]:.0f} s; median "
+            f"{comparison.runs[name].median:.4g} (tuned Adam {baseline_adam.median:.4g})"
         )
+    if jobs or "ratios" not in entry:
+        entry["ratios"] = cross_ratios(entry)
+    if jobs or "step_times" not in entry:
+        rounds = 5 if args.quick else TIMING_ROUNDS
+        entry["step_times"] = time_steps(problem, entry, optimizers, keys["test_keys"], rounds)
+        log(
+            f"{problem.name}: step time of tuned Adam {entry['step_times']['seconds']['adam']:.2g}"
+            f" s; every optimizer's step timed in the same {rounds} rounds"
+        )
+        if "time_to_target" in entry:
+            add_seconds(entry["time_to_target"], entry["step_times"]["seconds"])
     return entry
 
 
@@ -422,6 +581,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 "grid": list(args.grid),
                 "baselines": list(BASELINES),
                 "tune_learned": args.tune_learned,
+                "rivals": list(args.rivals),
                 "quick": args.quick,
             },
             "training_distribution": TRAINING_DISTRIBUTION,
@@ -464,6 +624,42 @@ def _learned(entry: dict[str, Any], optimizer: str) -> evaluation.Comparison | N
     return None if data is None else evaluation.Comparison.from_dict(data)
 
 
+def _cross(entry: dict[str, Any]) -> dict[tuple[str, str], evaluation.Ratio]:
+    """The ratios across the comparisons of ``entry`` (:func:`cross_ratios`), by pair."""
+    ratios = (evaluation.Ratio.from_dict(r) for r in entry.get("ratios", []))
+    return {(r.learned, r.baseline): r for r in ratios}
+
+
+def _step_ratio(entry: dict[str, Any], name: str) -> float | None:
+    """Run ``name``'s step time over tuned Adam's, from the interleaved timing of ``entry``;
+    documents that predate it: from the comparison that ran it (timed separately)."""
+    if "step_times" in entry:
+        return entry["step_times"]["vs_adam"].get(name)
+    c = _learned(entry, name.removesuffix(evaluation.TUNED_SUFFIX))
+    return None if c is None or name not in c.runs else c.step_ratio(name)
+
+
+def rival_runs(doc: dict[str, Any]) -> list[str]:
+    """The runs of the rivals and the control present in the document, in :data:`RIVALS`
+    order (the control as shipped, then with its tuned step size)."""
+    present = {
+        run
+        for entry in doc["problems"]
+        for data in entry.get("rivals", {}).values()
+        for run in evaluation.Comparison.from_dict(data).learned_names()
+    }
+    order = [*TUNING_FREE, CONTROL, CONTROL + evaluation.TUNED_SUFFIX]
+    return [name for name in order if name in present]
+
+
+def _baseline_adam(entry: dict[str, Any]) -> evaluation.Run:
+    return evaluation.Comparison.from_dict(entry["baselines"]).runs["adam"]
+
+
+def _label(run_name: str) -> str:
+    return run_name.replace(CONTROL, CONTROL_LABEL, 1) if run_name.startswith(CONTROL) else run_name
+
+
 def learned_runs(doc: dict[str, Any]) -> list[str]:
     """Every learned run of the document: each optimizer as shipped, then with a tuned step
     size where that ran."""
@@ -483,6 +679,7 @@ def summary(doc: dict[str, Any]) -> list[str]:
     for run_name in learned_runs(doc):
         optimizer = run_name.removesuffix(evaluation.TUNED_SUFFIX)
         verdicts, worst, default_wins, nonfinite, total, step_ratios = [], None, 0, 0, 0, []
+        rival_wins: dict[str, list[bool]] = {}
         for entry in doc["problems"]:
             c = _learned(entry, optimizer)
             if c is None or run_name not in c.runs:
@@ -494,21 +691,93 @@ def summary(doc: dict[str, Any]) -> list[str]:
             default_wins += c.ratio(run_name, ADAM_DEFAULT).verdict == "win"
             nonfinite += c.runs[run_name].nonfinite
             total += c.num_tasks
-            if (step := c.step_ratio(run_name)) is not None:
+            if (step := _step_ratio(entry, run_name)) is not None:
                 step_ratios.append(step)
+            for (name, ref), r in _cross(entry).items():
+                if name == run_name and ref in TUNING_FREE:
+                    rival_wins.setdefault(ref, []).append(r.verdict == "win")
         n = len(verdicts)
         if not n:
             continue
         wins, losses = verdicts.count("win"), verdicts.count("loss")
         step = f"{statistics.median(step_ratios):.2g}x" if step_ratios else "—"
+        rivals = ""
+        if rival_wins and run_name == optimizer:
+            counts = ", ".join(f"`{r}` {sum(w)} of {len(w)}" for r, w in rival_wins.items())
+            rivals = f"; beats each tuning-free optimizer at its defaults on: {counts}"
         lines.append(
             f"- `{run_name}`: beats tuned Adam on **{wins} of {n}** problems (interval below 1), "
             f"loses on {losses}, ties on {n - wins - losses}; worst ratio to tuned Adam "
             f"{_fmt(worst[0])}x ({worst[1]}), never worse than 1.5x: "
-            f"{'yes' if worst[0] <= 1.5 else 'no'}; beats Adam at 1e-3 on {default_wins} of {n}; "
-            f"non-finite runs: {nonfinite} of {total}; median step time {step} Adam's."
+            f"{'yes' if worst[0] <= 1.5 else 'no'}; beats Adam at 1e-3 on {default_wins} of {n}"
+            f"{rivals}; non-finite runs: {nonfinite} of {total}; median step time {step} Adam's."
         )
     return lines
+
+
+def rivals_summary(doc: dict[str, Any]) -> list[str]:
+    """One line per rival and for the control, counted from the document's ratios: against
+    tuned Adam and Adam at 1e-3; the control must read 1.00x (as shipped against Adam at 1e-3,
+    with its step size tuned against tuned Adam)."""
+    lines = []
+    for run_name in rival_runs(doc):
+        ratios = [c for e in doc["problems"] if (c := _cross(e)) and (run_name, "adam") in c]
+        n = len(ratios)
+        if run_name.startswith(CONTROL):
+            reference = ADAM_DEFAULT if run_name == CONTROL else "adam"
+            values = [c[run_name, reference].ratio for c in ratios]
+            exact = sum(abs(v - 1.0) < 0.005 for v in values)
+            what = "Adam at 1e-3" if run_name == CONTROL else "tuned Adam"
+            lines.append(
+                f"- control `{_label(run_name)}`: reads 1.00x {what} on **{exact} of {n}** "
+                f"problems (ratios {_fmt(min(values))}x to {_fmt(max(values))}x); the harness "
+                "is fair where it does."
+            )
+            continue
+        verdicts = [c[run_name, "adam"].verdict for c in ratios]
+        default_wins = sum(c[run_name, ADAM_DEFAULT].verdict == "win" for c in ratios)
+        wins, losses = verdicts.count("win"), verdicts.count("loss")
+        lines.append(
+            f"- `{run_name}` (tuning-free, at its defaults): beats tuned Adam on {wins} of {n} "
+            f"problems, loses on {losses}; beats Adam at 1e-3 on {default_wins} of {n}."
+        )
+    return lines
+
+
+def rivals_table(doc: dict[str, Any]) -> list[str]:
+    """Per problem: Adam at 1e-3, each tuning-free optimizer and the control over tuned Adam."""
+    names = rival_runs(doc)
+    rows = []
+    for entry in doc["problems"]:
+        cross = _cross(entry)
+        row = [f"`{entry['name']}`", _fmt(_baseline_adam(entry).median, ".4g")]
+        for name in [ADAM_DEFAULT, *names]:
+            r = cross.get((name, "adam"))
+            row.append("not run" if r is None else f"{_fmt(r.ratio)}x {r.verdict}")
+        rows.append(row)
+    header = ["problem", "tuned Adam", *[f"`{_label(n)}`" for n in [ADAM_DEFAULT, *names]]]
+    return _table(header, rows)
+
+
+def step_time_table(doc: dict[str, Any]) -> list[str]:
+    """Per optimizer: its step time over tuned Adam's, median and range over the problems."""
+    entries = [e for e in doc["problems"] if "step_times" in e]
+    names = [*BASELINES, ADAM_DEFAULT, *learned_runs(doc), *rival_runs(doc)]
+    rows = []
+    for name in names:
+        ratios = [
+            e["step_times"]["vs_adam"][name] for e in entries if name in e["step_times"]["vs_adam"]
+        ]
+        if ratios:
+            rows.append(
+                [
+                    f"`{_label(name)}`",
+                    f"{statistics.median(ratios):.2f}x",
+                    f"{min(ratios):.2f}x to {max(ratios):.2f}x",
+                    str(len(ratios)),
+                ]
+            )
+    return _table(["optimizer", "step time / tuned Adam's", "range", "problems"], rows)
 
 
 def render_card(doc: dict[str, Any], optimizer: str) -> str:
@@ -540,8 +809,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _seconds(entry: dict[str, Any]) -> float:
-    """Wall-clock spent on one problem: its baselines and every learned optimizer."""
-    return entry.get("baselines_seconds", 0.0) + sum(entry["learned_seconds"].values())
+    """Wall-clock spent on one problem: its baselines, every learned optimizer and rival."""
+    learned = sum(entry["learned_seconds"].values())
+    return (
+        entry.get("baselines_seconds", 0.0)
+        + learned
+        + sum(entry.get("rivals_seconds", {}).values())
+    )
 
 
 def problems_table(doc: dict[str, Any]) -> list[str]:
@@ -570,6 +844,9 @@ def learned_table(doc: dict[str, Any], optimizer: str) -> list[str]:
     header = ["problem", "tuned Adam", "as shipped", "/ tuned Adam", "/ Adam 1e-3"]
     if with_tuned:
         header += ["tuned step size", "/ tuned Adam"]
+    tuning_free = [n for n in rival_runs(doc) if n in TUNING_FREE]
+    if tuning_free:
+        header += ["beats tuning-free"]
     header += ["non-finite", "step vs Adam"]
     rows = []
     for entry in doc["problems"]:
@@ -594,7 +871,13 @@ def learned_table(doc: dict[str, Any], optimizer: str) -> list[str]:
             nonfinite += f" / {t.nonfinite}"
         elif with_tuned:
             row += ["—", "—"]
-        row += [nonfinite, f"{_fmt(c.step_ratio(optimizer), '.2f')}x"]
+        if tuning_free:
+            cross = _cross(entry)
+            verdicts = [
+                r.verdict for (n, ref), r in cross.items() if n == optimizer and ref in TUNING_FREE
+            ]
+            row.append(f"{verdicts.count('win')} of {len(verdicts)}" if verdicts else "not run")
+        row += [nonfinite, f"{_fmt(_step_ratio(entry, optimizer), '.2f')}x"]
         rows.append(row)
     return _table(header, rows)
 
@@ -620,7 +903,7 @@ def time_to_target_table(doc: dict[str, Any]) -> list[str]:
     entries = [e for e in doc["problems"] if "time_to_target" in e]
     if not entries:
         return []
-    names = [*BASELINES, ADAM_DEFAULT, *learned_runs(doc)]
+    names = [*BASELINES, ADAM_DEFAULT, *learned_runs(doc), *rival_runs(doc)]
     rows = []
     for entry in entries:
         ttt = entry["time_to_target"]
@@ -634,7 +917,7 @@ def time_to_target_table(doc: dict[str, Any]) -> list[str]:
             else:
                 row.append(f"{_fmt(r['seconds'], '.2g')} s ({r['steps']})")
         rows.append(row)
-    return _table(["problem", "target", *[f"`{n}`" for n in names]], rows)
+    return _table(["problem", "target", *[f"`{_label(n)}`" for n in names]], rows)
 
 
 def protocol(doc: dict[str, Any]) -> str:
@@ -645,6 +928,31 @@ def protocol(doc: dict[str, Any]) -> str:
     learned = "as shipped"
     if any(n.endswith(evaluation.TUNED_SUFFIX) for n in learned_runs(doc)):
         learned += " and with its step size tuned on the same grid and tuning tasks as Adam's"
+    rivals = [n for n in rival_runs(doc) if n in TUNING_FREE]
+    if rivals:
+        learned += (
+            "; the tuning-free optimizers of optax ("
+            + ", ".join(f"`{n}`" for n in rivals)
+            + ") at their defaults, untuned"
+        )
+    if CONTROL in rival_runs(doc):
+        learned += (
+            f"; the control `{CONTROL_LABEL}`, the generalist's optimizer untrained (its "
+            "output layer at zero, which is Adam exactly), run like a learned optimizer"
+        )
+    timing = (
+        "Step time: median wall-clock of one jitted training step (loss, gradient, update) on "
+        "the first test task."
+    )
+    rounds = {e["step_times"]["rounds"] for e in doc["problems"] if "step_times" in e}
+    if rounds:
+        timing = (
+            "Step time: one jitted training step (loss, gradient, update) on the first test "
+            "task; the steps of all the optimizers of a problem are timed round-robin in one "
+            f"process ({'/'.join(str(r) for r in sorted(rounds))} rounds), each optimizer's "
+            "ratio to tuned Adam the median over rounds of its step over Adam's in the same "
+            "round."
+        )
     return (
         f"Protocol (`lo.evaluation.compare`): every baseline is tuned per problem on "
         f"{s['tune_tasks']} training tasks, learning rate over {c.grid[0]:g} … {c.grid[-1]:g} "
@@ -655,9 +963,24 @@ def protocol(doc: dict[str, Any]) -> str:
         "family's `eval_loss` after the last step (median over the test tasks; a non-finite run "
         "counts as +inf). Ratios: learned median over tuned Adam's with a paired bootstrap "
         f"{100 * c.confidence_level:g}% interval over the test tasks; *win*/*loss* only where "
-        "it excludes 1. Step time: median wall-clock of one jitted training step (loss, "
-        "gradient, update) on the first test task."
+        f"it excludes 1. {timing}"
     )
+
+
+def _not_in_step(doc: dict[str, Any]) -> str:
+    """One line naming the benchmark's problems this document lacks (not run, not skipped)
+    and its problems no longer in the benchmark; empty if there are none."""
+    ran = {e["name"] for e in doc["problems"]}
+    skipped = {s.split(":")[0] for s in doc["skipped"]}
+    current = [p.name for p in problems()]
+    missing = [n for n in current if n not in ran | skipped]
+    retired = [n for n in ran if n not in current]
+    parts = []
+    if missing:
+        parts.append("not run in this document: " + ", ".join(f"`{n}`" for n in missing))
+    if retired:
+        parts.append("no longer in the benchmark: " + ", ".join(f"`{n}`" for n in retired))
+    return ("Problems " + "; ".join(parts) + ".") if parts else ""
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -697,9 +1020,10 @@ def render(doc: dict[str, Any]) -> str:
         "**Summary** (counted from the tables below):",
         "",
         *summary(doc),
+        *rivals_summary(doc),
         "",
-        "**Problems** (minutes: this run's time for the problem, baselines and learned "
-        "optimizers together):",
+        "**Problems** (minutes: this run's time for the problem, baselines, learned "
+        "optimizers, rivals and the control together):",
         "",
         *problems_table(doc),
     ]
@@ -711,6 +1035,18 @@ def render(doc: dict[str, Any]) -> str:
             "",
             *learned_table(doc, optimizer),
         ]
+    if rival_runs(doc):
+        lines += [
+            "",
+            "**Untuned rivals and the control** (each run's median final loss over tuned "
+            "Adam's, with the verdict of its paired interval; the tuning-free optimizers at "
+            f"their defaults; `{CONTROL_LABEL}` must read 1.00x Adam at 1e-3 as shipped and "
+            "1.00x tuned Adam with its step size tuned):",
+            "",
+            *rivals_table(doc),
+        ]
+    else:
+        lines += ["", "No tuning-free optimizer or untrained control in this document."]
     lines += [
         "",
         "**Tuned baselines** (median final loss and the tuned hyperparameters; bold: the best "
@@ -733,8 +1069,18 @@ def render(doc: dict[str, Any]) -> str:
             "",
             *ttt,
         ]
+    if any("step_times" in e for e in doc["problems"]):
+        lines += [
+            "",
+            "**Step time** over tuned Adam's (timed in the same rounds; median and range over "
+            "the problems):",
+            "",
+            *step_time_table(doc),
+        ]
     if doc["skipped"]:
         lines += ["", "Skipped (data not installed): " + "; ".join(doc["skipped"]) + "."]
+    if line := _not_in_step(doc):
+        lines += ["", line]
     reproduced = [
         f"{e['name']}/{n}"
         for e in doc["problems"]
@@ -758,6 +1104,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="shipped learned optimizers to evaluate (default: all; none: only the baselines)",
     )
     p.add_argument("--problems", nargs="+", choices=names, help="run only these problems")
+    p.add_argument(
+        "--rivals",
+        nargs="*",
+        choices=RIVALS,
+        default=list(RIVALS),
+        help="tuning-free optimizers and the untrained control to run where the document does "
+        f"not have them yet (default: all; none: none; {CONTROL!r} is the control)",
+    )
     p.add_argument(
         "--reuse-baselines",
         action="store_true",

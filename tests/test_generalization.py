@@ -7,8 +7,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 import pytest
 
+import learned_opt as lo
 from learned_opt import evaluation
 from learned_opt.tasks import (
     MLP,
@@ -24,6 +26,7 @@ from learned_opt.tasks import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import ablation
 import generalization
 
 
@@ -62,6 +65,8 @@ def _outside(problem):
         return family.dim > 100 or family.log10_condition > 4
     if isinstance(family, RandomTensorScaling):
         return family.max_log_scale > 3
+    if isinstance(family, Regression) and family.num_features > 64:
+        return True
     if isinstance(family, Regression | ScaledLoss):
         return not 1 / 20 <= _initial_loss(family) <= 20
     return isinstance(family, CharTransformer | Rosenbrock)
@@ -82,6 +87,49 @@ def test_problems_lie_outside_the_training_distribution():
         if isinstance(p.family, Regression | ScaledLoss)
     }
     assert min(losses.values()) < 2e-3 and max(losses.values()) > 5e3, losses
+
+
+def _unscaled(family):
+    """The family's configuration without a loss scale: equal for problems that differ only
+    in the scale of their loss."""
+    while isinstance(family, ScaledLoss):
+        family = family.family
+    return family.config()
+
+
+def test_every_problem_is_distinct_under_rescaling_and_from_the_validation_suite():
+    problems = generalization.problems()
+    configs = [_unscaled(p.family) for p in problems]
+    assert all(configs.count(c) == 1 for c in configs), "two problems differ only in loss scale"
+    validation = [_unscaled(p.family) for p in ablation.SUITE]
+    assert not [p.name for p, c in zip(problems, configs, strict=True) if c in validation]
+    names = [p.name for p in problems]
+    assert "logistic_1e-3" not in names and "logistic_1e3" in names
+    wide = {p.name: p for p in problems}["logistic_wide"]
+    assert wide.family.num_features == 512 and wide.steps == 500
+    assert "16 features" in generalization.TRAINING_DISTRIBUTION["regression"]
+
+
+def test_the_untrained_control_is_adam_as_shipped_and_with_its_step_size_tuned():
+    family = lo.tasks.Quadratic(dim=4)
+    control = generalization.CONTROL
+    c = evaluation.compare(
+        family,
+        20,
+        {control: generalization.control()},
+        tune_keys=evaluation.task_keys(0, 3, "train"),
+        test_keys=evaluation.task_keys(0, 5, "test"),
+        baselines=("adam",),
+        references=("adam", evaluation.ADAM_DEFAULT),
+        grid=(1e-3, 1e-2, 1e-1, 1.0),
+        n_resamples=999,
+    )
+    tuned = control + evaluation.TUNED_SUFFIX
+    np.testing.assert_allclose(c.runs[control].final, c.runs[evaluation.ADAM_DEFAULT].final, 1e-4)
+    np.testing.assert_allclose(c.runs[tuned].final, c.runs["adam"].final, 1e-4)
+    assert c.runs[tuned].hyperparams["lr"] == c.runs["adam"].hyperparams["lr"]
+    assert f"{c.ratio(control, evaluation.ADAM_DEFAULT).ratio:.2f}" == "1.00"
+    assert f"{c.ratio(tuned, 'adam').ratio:.2f}" == "1.00"
 
 
 def _run(kind, final, step_seconds=1.0, hyperparams=None):
@@ -165,18 +213,163 @@ def test_summary_and_tables_are_counted_from_the_document():
 def test_quick_run_then_reuse_keeps_the_baselines_and_resume_keeps_everything(tmp_path):
     args = ["--quick", "--no-tune-learned", "--problems", "least_squares_1e4"]
     args += ["--results-dir", str(tmp_path)]
-    first = generalization.main([*args, "--optimizers", "lstm_digits"])
-    second = generalization.main([*args, "--optimizers", "rnnprop_quadratic", "--reuse-baselines"])
+    first = generalization.main([*args, "--optimizers", "lstm_digits", "--rivals", "untrained"])
+    second = generalization.main(
+        [*args, "--optimizers", "rnnprop_quadratic", "--reuse-baselines", "--rivals", "dog"]
+    )
     saved = json.loads((tmp_path / "generalization.json").read_text())
     assert saved == json.loads(json.dumps(second))
     (one,), (two,) = first["problems"], second["problems"]
     assert two["baselines"] == one["baselines"]
     assert two["learned"]["lstm_digits"] == one["learned"]["lstm_digits"]
     assert set(two["learned"]) == {"lstm_digits", "rnnprop_quadratic"}
-    assert two["adam_reproduced"] == {"lstm_digits": True, "rnnprop_quadratic": True}
+    reproduced = {"lstm_digits": True, "rnnprop_quadratic": True, "untrained": True}
+    assert two["adam_reproduced"] == reproduced
     assert second["optimizers"] == ["lstm_digits", "rnnprop_quadratic"]
+    # The rivals and the control are cached per problem: only the new rival ran.
+    assert set(two["rivals"]) == {"untrained", "dog"}
+    assert two["rivals"]["untrained"] == one["rivals"]["untrained"]
+    # Every optimizer of the problem is timed in the same rounds, Adam's ratio 1.
+    timed = set(two["step_times"]["vs_adam"])
+    assert {"adam", "lstm_digits", "rnnprop_quadratic", "dog", "untrained"} <= timed
+    assert two["step_times"]["vs_adam"]["adam"] == 1.0
+    assert ("lstm_digits", "dog") in {(r["learned"], r["baseline"]) for r in two["ratios"]}
     assert "reused where unchanged" in generalization.render(second)
     # --resume keeps everything the document already has: nothing runs again.
     both = ["--optimizers", "lstm_digits", "rnnprop_quadratic"]
     third = generalization.main([*args, *both, "--resume"])
     assert third["problems"] == second["problems"] and third["complete"]
+
+
+def _with_rivals(entry, prodigy, step_ratio=2.5):
+    """``entry`` with the rival ``prodigy`` (final losses ``prodigy`` x tuned Adam's), the
+    untrained control (Adam) and an interleaved step timing."""
+    adam, default = _run("baseline", [1.0] * 5), _run("default", [2.0] * 5)
+    control, tuned = generalization.CONTROL, generalization.CONTROL + evaluation.TUNED_SUFFIX
+    entry["rivals"] = {
+        "prodigy": _comparison(
+            {"prodigy": _run("learned", [prodigy] * 5), evaluation.ADAM_DEFAULT: default}, []
+        ),
+        control: _comparison(
+            {
+                control: _run("learned", [2.0] * 5),
+                tuned: _run("learned_tuned_lr", [1.0] * 5, hyperparams={"lr": 0.1}),
+                "adam": adam,
+                evaluation.ADAM_DEFAULT: default,
+            },
+            [],
+        ),
+    }
+    entry["ratios"] = generalization.cross_ratios(entry)
+    names = [*evaluation.DEFAULT_BASELINES, evaluation.ADAM_DEFAULT, "opt", "prodigy"]
+    vs_adam = {n: 1.0 for n in names} | {"opt": step_ratio, "prodigy": 1.5}
+    entry["step_times"] = {"rounds": 3, "seconds": {n: 1e-3 * r for n, r in vs_adam.items()}}
+    entry["step_times"]["vs_adam"] = vs_adam
+    return entry
+
+
+def _document(entries, **settings):
+    return {
+        "command": "python benchmarks/generalization.py",
+        "machine": {"cpu_model": "test CPU", "cpu_count": 2},
+        "seconds": 600.0,
+        "settings": {"seed": 0, "tasks": 5, "tune_tasks": 3, "tune_learned": False, **settings},
+        "training_distribution": {"data": "digits"},
+        "optimizers": ["opt"],
+        "problems": entries,
+        "skipped": [],
+    }
+
+
+def test_cross_ratios_pair_the_rivals_with_tuned_adam_and_the_learned_runs_with_the_rivals():
+    entry = _with_rivals(_entry("a", 0.5, "win", "win"), prodigy=1.2)
+    ratios = {(r["learned"], r["baseline"]): r for r in entry["ratios"]}
+    control, default = generalization.CONTROL, evaluation.ADAM_DEFAULT
+    tuned = control + evaluation.TUNED_SUFFIX
+    assert set(ratios) == {
+        (default, "adam"),
+        *[(n, ref) for n in ("prodigy", control, tuned) for ref in ("adam", default)],
+        ("opt", "prodigy"),
+    }
+    assert ratios["opt", "prodigy"]["ratio"] == pytest.approx(0.5 / 1.2)
+    assert ratios["opt", "prodigy"]["verdict"] == "win"
+    assert ratios["prodigy", "adam"]["verdict"] == "loss"
+    assert ratios[tuned, "adam"]["ratio"] == 1.0 and ratios[control, default]["ratio"] == 1.0
+
+
+def test_the_rivals_the_control_and_the_interleaved_step_times_are_rendered_and_counted():
+    doc = _document(
+        [
+            _with_rivals(_entry("a", 0.5, "win", "win"), prodigy=1.2),
+            _with_rivals(_entry("b", 1.0, "tie", "win"), prodigy=0.8, step_ratio=3.5),
+            _entry("c", 1.8, "loss", "tie"),  # run before the rivals existed
+        ]
+    )
+    (line,) = generalization.summary(doc)
+    assert "beats Adam at 1e-3 on 2 of 3; beats each tuning-free optimizer at its defaults " in line
+    assert "on: `prodigy` 1 of 2; non-finite runs: 0 of 15; median step time 3x Adam's." in line
+    assert generalization.rivals_summary(doc) == [
+        "- `prodigy` (tuning-free, at its defaults): beats tuned Adam on 1 of 2 problems, loses "
+        "on 1; beats Adam at 1e-3 on 2 of 2.",
+        "- control `untrained (= Adam)`: reads 1.00x Adam at 1e-3 on **2 of 2** problems "
+        "(ratios 1x to 1x); the harness is fair where it does.",
+        "- control `untrained (= Adam) (tuned lr)`: reads 1.00x tuned Adam on **2 of 2** "
+        "problems (ratios 1x to 1x); the harness is fair where it does.",
+    ]
+    text = generalization.render(doc)
+    header = "| problem | tuned Adam | `adam (1e-3)` | `prodigy` | `untrained (= Adam)` |"
+    assert header + " `untrained (= Adam) (tuned lr)` |" in text
+    assert "| `a` | 1 | 2x loss | 1.2x loss | 2x loss | 1x tie |" in text
+    assert "| `c` | 1 | not run | not run | not run | not run |" in text
+    # The learned table counts its wins over the tuning-free optimizers; step times come from
+    # the interleaved timing, and from the comparison where a problem predates it.
+    assert (
+        "| `a` | 1 | 0.5 | 0.5x [0.45, 0.55] win | 0.25x [0.1, 0.9] win | 1 of 1 | 0 | 2.50x |"
+        in text
+    )
+    assert (
+        "| `c` | 1 | 1.8 | 1.8x [1.62, 1.98] loss | 0.9x [0.1, 0.9] tie | not run | 0 | 3.00x |"
+        in text
+    )
+    assert "| `opt` | 3.00x | 2.50x to 3.50x | 2 |" in text
+    assert "the steps of all the optimizers of a problem are timed round-robin" in text
+    assert "the tuning-free optimizers of optax (`prodigy`) at their defaults, untuned" in text
+
+
+def test_a_document_from_before_the_rivals_renders_and_says_what_it_lacks():
+    doc = _document([_entry("logistic_1e-3", 0.5, "win", "win")])
+    text = generalization.render(doc)
+    assert "No tuning-free optimizer or untrained control in this document." in text
+    assert "Step time: median wall-clock of one jitted training step" in text
+    line = next(x for x in text.splitlines() if x.startswith("Problems not run"))
+    assert "`logistic_wide`" in line and "`mlp_deep`" in line
+    assert line.endswith("; no longer in the benchmark: `logistic_1e-3`.")
+    committed = Path(generalization.__file__).parent / "results" / "generalization.json"
+    if committed.exists():
+        old = json.loads(committed.read_text())
+        assert "No tuning-free optimizer or untrained control" in generalization.render(old)
+
+
+def test_transformations_rebuild_every_run_of_a_problem_as_it_ran():
+    entry = _with_rivals(_entry("a", 0.5, "win", "win"), prodigy=1.2)
+    nag = json.loads(json.dumps(entry["baselines"]))
+    nag["runs"]["nag"]["hyperparams"] = {"lr": 0.1, "momentum": 0.5}
+    entry["baselines"] = nag
+    entry["learned"] = {}
+    txs = generalization.transformations(entry, {})
+    control = generalization.CONTROL
+    tuned = control + evaluation.TUNED_SUFFIX
+    expected = [*evaluation.DEFAULT_BASELINES, evaluation.ADAM_DEFAULT, "prodigy", control, tuned]
+    assert list(txs) == expected
+    params = {"w": np.ones(3, np.float32)}
+    grads = {"w": np.array([0.5, -2.0, 1.0], np.float32)}
+
+    def update(tx):
+        return tx.update(grads, tx.init(params), params)[0]["w"]
+
+    # The control's step-size-tuned run is Adam at its tuned learning rate, as shipped Adam
+    # at 1e-3; the baselines keep their tuned hyperparameters.
+    np.testing.assert_allclose(update(txs[tuned]), update(optax.adam(0.1)), rtol=1e-5)
+    np.testing.assert_allclose(update(txs[control]), update(optax.adam(1e-3)), rtol=1e-5)
+    nesterov = optax.sgd(0.1, momentum=0.5, nesterov=True)
+    np.testing.assert_allclose(update(txs["nag"]), update(nesterov), rtol=1e-6)
