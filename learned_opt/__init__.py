@@ -4,6 +4,7 @@ from learned_opt import evaluation as evaluation
 from learned_opt import fewshot as fewshot
 from learned_opt import io as io
 from learned_opt import tasks as tasks
+from learned_opt.compilation_cache import enable_compilation_cache as enable_compilation_cache
 from learned_opt.hub import list_pretrained as list_pretrained
 from learned_opt.hub import load_pretrained as load_pretrained
 from learned_opt.hub import pretrained as pretrained

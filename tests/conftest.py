@@ -2,7 +2,20 @@
 
 import jax
 
+from learned_opt.compilation_cache import enable_compilation_cache
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Test workers reuse the programs compiled by earlier runs ($LEARNED_OPT_CACHE_DIR, or
+# ~/.cache/learned_opt/jax; LEARNED_OPT_CACHE_DIR=off turns it off).
+enable_compilation_cache()
+
+
+def pytest_configure(config):
+    """A cache entry that another test worker is still writing reads as damaged: JAX warns and
+    compiles the program itself, which is no failure."""
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Error reading persistent compilation cache entry:UserWarning"
+    )
 
 
 # --- Shared helpers for the optimizer, optax-compatibility and save/load tests. ---

@@ -11,6 +11,9 @@ Every argument is checked before anything is written. Exit status: 0 on success;
 usage, with one line on stderr naming the argument and what was expected; 1 for a failure at
 run time (no intact checkpoint to resume from, meta-training that cannot go on, a full disk).
 ``--debug`` shows the Python traceback instead of the one line.
+
+Compiled programs are kept in ``$LEARNED_OPT_CACHE_DIR`` (default ``~/.cache/learned_opt/jax``;
+``off`` turns this off) and loaded by later runs instead of compiled again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from learned_opt.cli.arguments import build_parser as build_parser
 from learned_opt.cli.arguments import parse_args as parse_args
 from learned_opt.cli.evaluate import evaluate as evaluate
 from learned_opt.cli.meta_train import meta_train as meta_train
+from learned_opt.compilation_cache import enable_compilation_cache
 from learned_opt.meta.checkpoint import CheckpointError
 from learned_opt.meta.trainer import MetaTrainingError
 
@@ -40,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
         args = parse_args(argv)
+        try:  # programs compiled by earlier runs are loaded, not compiled again
+            enable_compilation_cache()
+        except ValueError as e:  # a bad $LEARNED_OPT_CACHE_DIR
+            raise UsageError(str(e)) from e
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning
