@@ -236,7 +236,7 @@ def test_quick_run_then_reuse_keeps_the_baselines_and_resume_keeps_everything(tm
     assert ("lstm_digits", "dog") in {(r["learned"], r["baseline"]) for r in two["ratios"]}
     assert "reused where unchanged" in generalization.render(second)
     # --resume keeps everything the document already has: nothing runs again.
-    both = ["--optimizers", "lstm_digits", "rnnprop_quadratic"]
+    both = ["--optimizers", "lstm_digits", "rnnprop_quadratic", "--rivals", "untrained", "dog"]
     third = generalization.main([*args, *both, "--resume"])
     assert third["problems"] == second["problems"] and third["complete"]
 
