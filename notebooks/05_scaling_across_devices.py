@@ -167,12 +167,13 @@ plt.show()
 # state = trainer.run(trainer.init(jax.random.key(0)), num_steps=1000)
 # ```
 #
-# Elsewhere, set `JAX_COORDINATOR_ADDRESS` (host:port of process 0), `JAX_NUM_PROCESSES` and
-# `JAX_PROCESS_ID` on each host. The command line does the same with `--distributed`, started on
-# every host:
+# Elsewhere, pass them yourself: `jax.distributed.initialize("10.0.0.1:1234", num_processes=2,
+# process_id=0)` on host 0 (whose address it is), the same with `process_id=1` on host 1. The
+# command line takes `--distributed` where JAX finds them, or the three values, on every host:
 #
 # ```bash
-# learned-opt meta-train --family mlp --tasks 64 --meta-steps 1000 --out runs/mlp --distributed
+# learned-opt meta-train --family mlp --tasks 64 --meta-steps 1000 --out runs/mlp \
+#     --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # 1 on host 1
 # ```
 #
 # Keep `num_tasks` a multiple of the total device count; a task per device is the minimum, and
