@@ -127,3 +127,12 @@ def test_the_tuning_free_rivals_are_optax_contribs_at_their_defaults():
     for make in evaluation.TUNING_FREE.values():
         curves = evaluation.train_curves(lo.tasks.Quadratic(dim=4), make(), keys, 10)
         assert np.isfinite(curves.losses).all()
+
+
+def test_an_interval_that_excludes_1_only_by_rounding_is_a_tie():
+    # The control and Adam differ by float32 rounding, which may lean one way on every task.
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    result = evaluation.paired_ratio_interval(a * (1 - 1e-6), a, n_resamples=999)
+    assert result.high < 1.0 and result.verdict == "tie"
+    result = evaluation.paired_ratio_interval(a * 0.99, a, n_resamples=999)
+    assert result.verdict == "win"

@@ -56,6 +56,7 @@ from learned_opt.evaluation.runs import summarize as summarize
 from learned_opt.evaluation.runs import task_keys as task_keys
 from learned_opt.evaluation.runs import trace as trace
 from learned_opt.evaluation.runs import train_curves as train_curves
+from learned_opt.evaluation.stats import TIE_TOLERANCE as TIE_TOLERANCE
 from learned_opt.evaluation.stats import RatioInterval as RatioInterval
 from learned_opt.evaluation.stats import Verdict as Verdict
 from learned_opt.evaluation.stats import paired_ratio_interval as paired_ratio_interval

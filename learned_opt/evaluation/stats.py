@@ -52,7 +52,8 @@ class RatioInterval(NamedTuple):
         low: lower end of the interval (``None`` with fewer than two paired tasks).
         high: upper end of the interval (``None`` likewise).
         verdict: ``"win"`` if the interval lies below 1 (``a`` is lower), ``"loss"`` if above,
-            ``"tie"`` if it contains 1, ``None`` without an interval.
+            ``"tie"`` if it contains 1 or lies within :data:`TIE_TOLERANCE` of it, ``None``
+            without an interval.
     """
 
     ratio: float
@@ -61,15 +62,22 @@ class RatioInterval(NamedTuple):
     verdict: Verdict | None
 
 
+#: Intervals within this relative distance of 1 are ties: two optimizers that compute the same
+#: updates in another order (the untrained control and Adam) differ by float32 rounding, which can
+#: lean one way on every task and so give an interval of width ~1e-6 that excludes 1.
+TIE_TOLERANCE = 1e-4
+
+
 def verdict(low: float, high: float) -> Verdict:
-    """``"win"`` if ``high < 1``, ``"loss"`` if ``low > 1``, else ``"tie"``.
+    """``"win"`` if ``high < 1 - TIE_TOLERANCE``, ``"loss"`` if ``low > 1 + TIE_TOLERANCE``,
+    else ``"tie"``.
 
     Example:
         >>> from learned_opt.evaluation import verdict
-        >>> verdict(0.8, 0.95), verdict(0.8, 1.0), verdict(1.01, 2.0)
-        ('win', 'tie', 'loss')
+        >>> verdict(0.8, 0.95), verdict(0.8, 1.0), verdict(1.01, 2.0), verdict(0.99999, 0.999995)
+        ('win', 'tie', 'loss', 'tie')
     """
-    return "win" if high < 1 else "loss" if low > 1 else "tie"
+    return "win" if high < 1 - TIE_TOLERANCE else "loss" if low > 1 + TIE_TOLERANCE else "tie"
 
 
 def paired_ratio_interval(
