@@ -136,8 +136,9 @@ def score(
         clip: each problem's log ratio is clipped to ``±log(clip)``.
 
     Returns:
-        ``{"score": mean log ratio, "per_problem": {name: {"final", "log_ratio"[,
-        "learning_rate"]}}}``.
+        A dict: ``"score"``, the mean log ratio, and ``"per_problem"``, for each problem's name
+        a dict of its median ``"final"`` loss, its ``"log_ratio"`` and, when tuned, its
+        ``"learning_rate"``.
 
     Raises:
         ValueError: for an empty suite, a problem without a reference, or ``tune_tasks`` with
