@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import numpy.typing as npt
 import scipy.stats
-from _common import RESULTS_DIR, command_line, emit_json, machine  # noqa: F401 (re-exported)
 
 from learned_opt import fewshot
 
@@ -27,21 +27,24 @@ BOOTSTRAP_RESAMPLES = 4000
 
 
 def machine_line(m: dict[str, Any]) -> str:
-    """One Markdown line describing :func:`_common.machine`, with the load and the backend."""
+    """One Markdown line describing :func:`_common.machine`, with the load and the backend.
+
+    Whether a GPU was available is the section's to say (the sections rendered from the
+    committed documents do not).
+    """
     load = ", ".join(f"{x:.1f}" for x in m["load_average"])
-    gpu = " No GPU was available to this run." if m["backend"] == "cpu" else ""
     return (
         f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, backend {m['backend']} "
         f"({', '.join(m['jax_devices'])}), jax {m['jax_version']}, Python {m['python']}; load "
-        f"average at start {load} (the CPU is shared, so timings are noisy).{gpu}"
+        f"average at start {load} (the CPU is shared, so timings are noisy)."
     )
 
 
-def mean_ci95(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mean_ci95(values: npt.ArrayLike, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Mean and half-width of its 95% normal interval (1.96 standard errors) along ``axis``."""
-    values = np.asarray(values, np.float64)
-    n = values.shape[axis]
-    return values.mean(axis), 1.96 * values.std(axis, ddof=1) / np.sqrt(n)
+    array = np.asarray(values, np.float64)
+    n = array.shape[axis]
+    return array.mean(axis), 1.96 * array.std(axis, ddof=1) / np.sqrt(n)
 
 
 def paired_interval(
@@ -118,7 +121,7 @@ class Setting(NamedTuple):
     test: fewshot.Episodes
 
 
-def finite_list(values: np.ndarray) -> list[float | None]:
+def finite_list(values: npt.ArrayLike) -> list[float | None]:
     """``values`` as a JSON list, ``None`` where not finite (a diverged run)."""
     return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]
 
@@ -172,15 +175,17 @@ def tune_and_test(
                 "validation": {s: finite_list(v) for s, v in scores.items()},
             }
         )
-    record, per_task, states = {"grid": grid, "settings": {}}, {}, {}
+    record: dict[str, Any] = {"grid": grid, "settings": {}}
+    per_task: dict[str, np.ndarray] = {}
+    states: dict[str, fewshot.FewShotState] = {}
     for setting, episodes in settings.items():
         best = [float(scores[setting][pick(scores[setting])]) for scores in validation]
         chosen = int(pick(best))
         step = int(pick(validation[chosen][setting]))
         state = trained[chosen][0]
-        values = candidates[chosen].learner.evaluate(state, episodes.test, num_steps, metric)
-        values = np.asarray(values, np.float64)
-        mean, ci = mean_ci95(values)
+        test = candidates[chosen].learner.evaluate(state, episodes.test, num_steps, metric)
+        test_scores = np.asarray(test, np.float64)
+        mean, ci = mean_ci95(test_scores)
         record["settings"][setting] = {
             "chosen": chosen,
             "hyperparameters": grid[chosen]["hyperparameters"],
@@ -189,7 +194,7 @@ def tune_and_test(
             "ci95": finite_list(ci),
             "peak_step": int(pick(np.where(np.isfinite(mean), mean, worst))),
         }
-        per_task[setting], states[setting] = values[:, step], state
+        per_task[setting], states[setting] = test_scores[:, step], state
         log(
             f"{name} {setting}: chose {grid[chosen]['hyperparameters']} at step {step}; "
             f"test {mean[step]:.3f} ± {ci[step]:.3f}"

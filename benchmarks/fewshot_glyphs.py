@@ -23,12 +23,12 @@ alpha = 0.4, Reptile 0.1; the Meta-LSTM learner its learned optimizer), mean and
 over tasks.
 
 Usage:
-    nice -n 10 python benchmarks/fewshot_glyphs.py --json-out benchmarks/fewshot_glyphs.json \
-        --results-md benchmarks/RESULTS.md
+    nice -n 10 python benchmarks/fewshot_glyphs.py --json-out benchmarks/results/fewshot_glyphs.json
 
-One JSON document goes to stdout (and to ``--json-out``); ``--results-md`` rewrites this
-benchmark's section of the file, between ``<!-- fewshot_glyphs:begin -->`` and
-``<!-- fewshot_glyphs:end -->``.
+One JSON document goes to stdout (and to ``--json-out``); ``python benchmarks/render.py`` renders
+it (:func:`render`) into this benchmark's section of ``benchmarks/RESULTS.md``, between
+``<!-- fewshot_glyphs:begin -->`` and ``<!-- fewshot_glyphs:end -->``; ``--results-md`` writes
+that section of a file directly.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _common
 import fewshot_common as common
 
 import learned_opt as lo
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         config = dict(
             ways=ways,
             shots=shots,
+            model="mlp",
             hidden_sizes=HIDDEN,
             num_classes=args.num_classes,
             num_train_classes=args.num_train_classes,
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             test_family, jax.random.key(args.seed + 2), args.test_tasks, shots, QUERY
         )
         init_params = train_family.init(None, jax.random.key(args.seed))
-        methods = {}
+        methods: dict[str, dict[str, Any]] = {}
         for name in args.methods:
             meta_lstm = name == "meta_lstm"
             iterations = args.meta_lstm_iterations if meta_lstm else args.iterations
@@ -153,8 +155,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         settings[setting] = methods
     return {
         "benchmark": "fewshot_glyphs",
-        "command": common.command_line("benchmarks/fewshot_glyphs.py", args.argv),
-        "machine": common.machine_info(),
+        "command": _common.command_line("benchmarks/fewshot_glyphs.py", args.argv),
+        "machine": _common.machine(),
         "protocol": {
             "num_classes": args.num_classes,
             "num_train_classes": args.num_train_classes,
@@ -172,11 +174,11 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     }
 
 
-def render_markdown(result: dict[str, Any]) -> str:
+def render(result: dict[str, Any]) -> str:
+    """The Markdown of the few-shot glyph section of RESULTS.md (no markers), from its JSON."""
     proto = result["protocol"]
     steps = proto["eval_steps"]
     lines = [
-        BEGIN_MARKER,
         "## Few-shot glyph classification (Omniglot-like, offline)",
         "",
         f"Command: `{result['command']}`",
@@ -214,7 +216,6 @@ def render_markdown(result: dict[str, Any]) -> str:
         "first-order MAML, pre-training and the Meta-LSTM learner stay below 30% at 5-way. "
         "MAML's accuracy peaks after the single inner step it was meta-trained with and drops "
         "with more steps of the same size.",
-        END_MARKER,
     ]
     return "\n".join(lines) + "\n"
 
@@ -249,9 +250,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     result = run(args, log)
-    common.emit_json(result, args.json_out)
+    _common.emit_json(result, args.json_out)
     if args.results_md:
-        common.write_section(args.results_md, render_markdown(result), BEGIN_MARKER, END_MARKER)
+        section = f"{BEGIN_MARKER}\n{render(result)}{END_MARKER}\n"
+        _common.write_section(args.results_md, section, BEGIN_MARKER, END_MARKER)
         log(f"wrote section of {args.results_md}")
     return result
 

@@ -34,17 +34,22 @@ test tasks) are recorded at every adaptation step.
 Usage:
     nice -n 10 python benchmarks/fewshot_sinusoid.py \
         --json-out benchmarks/results/fewshot_sinusoid.json \
-        --plot benchmarks/figures/fewshot_sinusoid.png --results-md benchmarks/RESULTS.md
+        --plot benchmarks/figures/fewshot_sinusoid.png
     python benchmarks/fewshot_sinusoid.py --quick   # smoke test: a few iterations
 
-One JSON document goes to stdout (and to ``--json-out``); ``render(doc)`` is the Markdown of its
-section of ``benchmarks/RESULTS.md``.
+One JSON document goes to stdout (and to ``--json-out``); ``python benchmarks/render.py`` renders
+it (:func:`render`) into this benchmark's section of ``benchmarks/RESULTS.md``, between
+``<!-- fewshot_sinusoid:begin -->`` and ``<!-- fewshot_sinusoid:end -->``; ``--results-md``
+writes that section of a file directly. :func:`render` also reads a document of the first
+protocol (a fixed step size and a budget of its own per method, no grid, no validation tasks),
+which is what ``benchmarks/results/fewshot_sinusoid.json`` holds until the benchmark is re-run.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -57,12 +62,14 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _common
 import fewshot_common as common
 
 import learned_opt as lo
 from learned_opt import fewshot
 
 SECTION = "fewshot_sinusoid"
+BEGIN_MARKER, END_MARKER = f"<!-- {SECTION}:begin -->", f"<!-- {SECTION}:end -->"
 SHOTS = (5, 10, 20)
 NUM_STEPS = 10
 K_TRAIN = 10
@@ -174,8 +181,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         k_query=K_TRAIN,
     )
     doc: dict[str, Any] = {
-        "command": common.command_line("benchmarks/fewshot_sinusoid.py", args.argv),
-        "machine": common.machine_info(),
+        "command": _common.command_line("benchmarks/fewshot_sinusoid.py", args.argv),
+        "machine": _common.machine(),
         "protocol": {
             "k_train": K_TRAIN,
             "query_points": QUERY_POINTS,
@@ -278,8 +285,18 @@ def cell(mean: float | None, ci: float | None, bold: bool = False) -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
-    """The Markdown of this benchmark's section, from its JSON document alone."""
+    """The Markdown of this benchmark's section, from its JSON document alone.
+
+    Args:
+        doc: what :func:`run` returned, or a document of the first protocol (its methods carry
+            ``"results"`` instead of a ``"grid"``), rendered by :func:`render_first_protocol`.
+
+    Returns:
+        The section's Markdown, without its begin and end markers.
+    """
     proto, methods = doc["protocol"], doc["methods"]
+    if any("grid" not in method for method in methods.values()):
+        return render_first_protocol(doc)
     names = list(methods)
     train_s = {n: sum(g["train_seconds"] for g in m["grid"]) for n, m in methods.items()}
     lines = [
@@ -287,7 +304,8 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"Command: `{doc['command']}`",
         "",
-        common.machine_line(doc["machine"]),
+        common.machine_line(doc["machine"])
+        + (" No GPU was available to this run." if doc["machine"]["backend"] == "cpu" else ""),
         "",
         f"Budget: every method meta-trains on the same {proto['iterations']:,} meta-iterations "
         f"of {proto['meta_batch']} tasks ({proto['task_visits']:,} task visits of "
@@ -396,6 +414,82 @@ def findings(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def render_first_protocol(doc: dict[str, Any]) -> str:
+    """The section of a document of the first protocol, as that protocol's script wrote it.
+
+    That protocol gave every method one fixed inner step size (SGD alpha = 0.01) and its own
+    number of meta-iterations, without validation tasks; each method records its test MSE per
+    K (``"results"``) and its budget.
+    """
+    proto, methods = doc["protocol"], doc["methods"]
+    show = [0, 1, 2, 5, 10]
+    mse = {n: {int(k): r["mse"] for k, r in m["results"].items()} for n, m in methods.items()}
+
+    def row(name: str, k: int) -> str:
+        r = methods[name]["results"][str(k)]
+        return " | ".join(f"{r['mse'][s]:.3f} ± {r['ci95'][s]:.3f}" for s in show)
+
+    lines = [
+        "## Few-shot sinusoid regression (MAML protocol)",
+        "",
+        f"Command: `{doc['command']}`",
+        "",
+        common.machine_line(doc["machine"]),
+        "",
+        f"Meta-training: K = {proto['k_train']} support + {proto['k_train']} query points per "
+        "task; iterations (meta-batch): "
+        + ", ".join(
+            f"{LABELS[n]} {m['iterations']} ({m['meta_batch']}) in {m['train_seconds']:.0f} s"
+            for n, m in methods.items()
+        )
+        + ". Settings are in `benchmarks/fewshot_sinusoid.py`'s docstring.",
+        f"Evaluation: {proto['test_tasks']} test tasks (the same for every method), "
+        f"{proto['query_points']} query points each; mean query MSE ± 95% interval after "
+        f"fine-tuning on K support points with each method's inner optimizer (SGD alpha = "
+        f"{proto['alpha']:g}; the Meta-LSTM learner its learned optimizer).",
+        "",
+    ]
+    for k in proto["shots"]:
+        lines += [
+            f"**K = {k}**",
+            "",
+            "| method | " + " | ".join(f"step {s}" for s in show) + " |",
+            "| --- |" + " --- |" * len(show),
+            *(f"| {LABELS[n]} | {row(n, k)} |" for n in methods),
+            "",
+        ]
+    if 5 in proto["shots"]:
+        lines += [
+            "Comparison with Finn et al. 2017 (5-shot MSE after 1 / 5 / 10 steps):",
+            "",
+            "| method | paper | here |",
+            "| --- | --- | --- |",
+        ]
+        for name, paper in PAPER_5SHOT.items():
+            if name in methods:
+                here = " / ".join(f"{mse[name][5][s]:.2f}" for s in (1, 5, 10))
+                lines.append(f"| {LABELS[name]} | {' / '.join(map(str, paper))} | {here} |")
+        lines.append("")
+        if "maml" in mse:
+            one, ten = mse["maml"][5][1], mse["maml"][5][10]
+            verdict = "meets" if one <= 0.7 and ten <= 0.4 else "misses"
+            lines.append(
+                f"- 5-shot MAML: {one:.3f} after 1 step, {ten:.3f} after 10 ({verdict} the target "
+                "of <= 0.7 and <= 0.4)."
+            )
+        order = sorted(mse, key=lambda n: mse[n][5][10])
+        lines.append(
+            "- Ranking after 10 steps at K = 5 (best first): "
+            + ", ".join(f"{LABELS[n]} {mse[n][5][10]:.3f}" for n in order)
+            + "."
+        )
+    command = shlex.split(doc["command"])
+    if "--plot" in command:
+        figure = Path(command[command.index("--plot") + 1]).name
+        lines += ["", f"![few-shot sinusoid MSE against adaptation steps]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few iterations (smoke test)")
@@ -428,11 +522,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     doc = run(args, log)
-    common.emit_json(doc, args.json_out)
+    _common.emit_json(doc, args.json_out)
     if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot(doc, args.plot)
     if args.results_md:
-        common.write_section(args.results_md, SECTION, render(doc))
+        section = f"{BEGIN_MARKER}\n{render(doc)}{END_MARKER}\n"
+        _common.write_section(args.results_md, section, BEGIN_MARKER, END_MARKER)
         log(f"wrote section of {args.results_md}")
     return doc
 

@@ -12,12 +12,12 @@ for its backward pass through the inner loop) and the total with arguments and o
 process's peak resident memory (``resource.getrusage``), which is cumulative over the run.
 
 Usage:
-    nice -n 10 python benchmarks/fewshot_speed.py --json-out fewshot_speed.json \
-        --results-md benchmarks/RESULTS.md
+    nice -n 10 python benchmarks/fewshot_speed.py --json-out benchmarks/results/fewshot_speed.json
 
-One JSON document goes to stdout (and to ``--json-out``); ``--results-md`` rewrites this
-benchmark's section of the file, between ``<!-- fewshot_speed:begin -->`` and
-``<!-- fewshot_speed:end -->``.
+One JSON document goes to stdout (and to ``--json-out``); ``python benchmarks/render.py`` renders
+it (:func:`render`) into this benchmark's section of ``benchmarks/RESULTS.md``, between
+``<!-- fewshot_speed:begin -->`` and ``<!-- fewshot_speed:end -->``; ``--results-md`` writes
+that section of a file directly.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _common
 import fewshot_common as common
 
 import learned_opt as lo
@@ -70,17 +71,17 @@ def measure(
     """Times meta-iterations over ``episodes`` (leading iteration axis) and reads XLA's memory."""
     state = learner.init(params)
     one = jax.tree.map(lambda a: a[0], episodes)
-    memory = common.xla_memory(jax.jit(learner.update).lower(state, one).compile())
+    memory = _common.xla_memory(jax.jit(learner.update).lower(state, one).compile())
     run = jax.jit(lambda state, episodes: jax.lax.scan(learner.update, state, episodes))
     jax.block_until_ready(run(state, episodes))  # compile and warm up
-    times = list(common.time_calls(lambda: run(state, episodes), repeats).seconds)
+    times = list(_common.time_calls(lambda: run(state, episodes), repeats).seconds)
     iterations = episodes.support[0].shape[0]
     median = statistics.median(times)
     out = {
         "iterations_per_s": iterations / median,
         "ms_per_iteration": 1e3 * median / iterations,
         "times_s": times,
-        "peak_rss_mib_so_far": common.peak_rss_mib(),
+        "peak_rss_mib_so_far": _common.peak_rss_mib(),
     }
     if "error" not in memory:
         out["temp_bytes"], out["total_bytes"] = memory["temp_bytes"], memory["peak_bytes"]
@@ -106,8 +107,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 rows.append(row)
     return {
         "benchmark": "fewshot_speed",
-        "command": common.command_line("benchmarks/fewshot_speed.py", args.argv),
-        "machine": common.machine_info(),
+        "command": _common.command_line("benchmarks/fewshot_speed.py", args.argv),
+        "machine": _common.machine(),
         "settings": {
             "meta_batch": args.meta_batch,
             "k_support": 10,
@@ -123,10 +124,10 @@ def _mib(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**20:.2f}"
 
 
-def render_markdown(result: dict[str, Any]) -> str:
+def render(result: dict[str, Any]) -> str:
+    """The Markdown of the few-shot speed section of RESULTS.md (no markers), from its JSON."""
     settings = result["settings"]
     lines = [
-        BEGIN_MARKER,
         "## Few-shot meta-iteration speed and memory",
         "",
         f"Command: `{result['command']}`",
@@ -162,7 +163,6 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Peak resident memory of the whole process: {rows[-1]['peak_rss_mib_so_far']:.0f} MiB.",
-        END_MARKER,
     ]
     return "\n".join(lines) + "\n"
 
@@ -170,7 +170,9 @@ def render_markdown(result: dict[str, Any]) -> str:
 def findings(rows: list[dict[str, Any]]) -> list[str]:
     """First-order MAML's speed-up and memory saving over MAML, against the paper's ~33%."""
     by_key = {(r["width"], r["inner_steps"], r["method"]): r for r in rows}
-    speedups, memory, per_width = [], [], {}
+    speedups: list[float] = []
+    memory: list[float] = []
+    per_width: dict[int, dict[int, float]] = {}
     for (width, steps, method), r in by_key.items():
         if method == "first_order_maml":
             ref = by_key[(width, steps, "maml")]
@@ -224,9 +226,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     result = json.loads(args.from_json.read_text()) if args.from_json else run(args, log)
-    common.emit_json(result, args.json_out)
+    _common.emit_json(result, args.json_out)
     if args.results_md:
-        common.write_section(args.results_md, render_markdown(result), BEGIN_MARKER, END_MARKER)
+        section = f"{BEGIN_MARKER}\n{render(result)}{END_MARKER}\n"
+        _common.write_section(args.results_md, section, BEGIN_MARKER, END_MARKER)
         log(f"wrote section of {args.results_md}")
     return result
 

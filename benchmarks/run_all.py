@@ -5,7 +5,7 @@ tables: the ones that measure speed first, each alone on the machine, then the o
 time (``--jobs``; each is mostly single-threaded on CPU). Each script writes its JSON document
 to ``results/<section>.json`` and its figures to ``figures/`` of the output directory; then
 ``render.py`` rewrites RESULTS.md (and, for the published results, the README's table) from
-them. Scripts not yet converted to that contract (``legacy``) still write their own section.
+them.
 
 Usage:
     python benchmarks/run_all.py                      # everything, into benchmarks/ (CPU: < 1 h)
@@ -38,19 +38,23 @@ class Benchmark(NamedTuple):
         full: arguments of the published run; ``{out}`` is the output directory.
         quick: arguments of the smoke test.
         timed: it measures speed, so it runs alone on the machine.
-        legacy: it writes its own RESULTS.md section (``--results-md``) instead of a document
-            in ``results/`` for ``render.py``.
+
+    Every benchmark ``name`` of :data:`BENCHMARKS`, full or quick, writes its JSON document to
+    ``results/<name>.json`` of the output directory (:func:`document`).
     """
 
     script: str
     full: list[str]
     quick: list[str]
     timed: bool = False
-    legacy: bool = False
 
 
 STUDY = ["--plots-dir", "{out}/figures", "--results-dir", "{out}/results"]
 QUICK = ["--quick", "--baselines", "adam", "nag"]
+FEWSHOT_SINUSOID = [
+    *("--json-out", "{out}/results/fewshot_sinusoid.json"),
+    *("--plot", "{out}/figures/fewshot_sinusoid.png"),
+]
 BENCHMARKS: dict[str, Benchmark] = {
     "l2l_mnist": Benchmark(
         "l2l_study", ["--suites", "lstm_mnist", *STUDY], [*QUICK, "--suites", "lstm_mnist", *STUDY]
@@ -121,13 +125,12 @@ BENCHMARKS: dict[str, Benchmark] = {
         ],
     ),
     "fewshot_sinusoid": Benchmark(
-        "fewshot_sinusoid",
-        ["--json-out", "{out}/fewshot_sinusoid.json", "--plot", "{out}/fewshot_sinusoid.png"],
-        ["--quick"],
-        legacy=True,
+        "fewshot_sinusoid", FEWSHOT_SINUSOID, ["--quick", *FEWSHOT_SINUSOID]
     ),
     "fewshot_glyphs": Benchmark(
-        "fewshot_glyphs", ["--json-out", "{out}/fewshot_glyphs.json"], ["--quick"], legacy=True
+        "fewshot_glyphs",
+        ["--json-out", "{out}/results/fewshot_glyphs.json"],
+        ["--quick", "--json-out", "{out}/results/fewshot_glyphs.json"],
     ),
     "step_cost": Benchmark(
         "step_cost",
@@ -143,10 +146,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "fewshot_speed": Benchmark(
         "fewshot_speed",
-        ["--json-out", "{out}/fewshot_speed.json"],
-        ["--quick"],
+        ["--json-out", "{out}/results/fewshot_speed.json"],
+        ["--quick", "--json-out", "{out}/results/fewshot_speed.json"],
         timed=True,
-        legacy=True,
     ),
 }
 
@@ -155,9 +157,12 @@ def command(name: str, out: Path, quick: bool) -> list[str]:
     """The command line that runs benchmark ``name`` writing into ``out``."""
     bench = BENCHMARKS[name]
     args = [a.format(out=out) for a in (bench.quick if quick else bench.full)]
-    if bench.legacy:
-        args += ["--results-md", str(out / "RESULTS.md")]
     return [sys.executable, _script(bench.script), *args]
+
+
+def document(name: str, out: Path) -> Path:
+    """Where benchmark ``name`` run into ``out`` writes its JSON document."""
+    return out / "results" / f"{name}.json"
 
 
 def _script(name: str) -> str:
