@@ -1,6 +1,7 @@
 """The benchmarks: RESULTS.md and the README's table re-render from the committed JSON alone,
 and the one command that regenerates the results works."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -64,39 +65,71 @@ def test_render_refuses_a_published_section_without_its_json(bench, tmp_path, ca
     assert "l2l_ablation: published, but l2l_ablation.json is missing" in capsys.readouterr().err
 
 
+def _load_run_all():
+    spec = importlib.util.spec_from_file_location("run_all", BENCHMARKS / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: ``benchmarks/run_all.py`` (standard library only, so importing it at collection is cheap).
+RUN_ALL = _load_run_all()
+
+
+def _check_l2l_quadratic(out: Path, doc: dict, text: str) -> None:
+    assert doc["command"].startswith("python benchmarks/l2l_study.py --quick")
+    run = doc["columns"][0]["comparison"]["runs"]["rnnprop_quadratic"]
+    assert len(run["final"]) == doc["settings"]["tasks"] == 4
+    assert "| 10-d quadratic, 100 steps | 5 | in |" in text
+    assert "rnnprop_quadratic / tuned Adam" in text
+    assert "(no interval)" not in text  # per-task losses give every ratio its interval
+    assert (out / "figures" / "l2l_rnnprop_quadratic.png").stat().st_size > 10_000
+
+
+def _check_meta_lstm_gates(out: Path, doc: dict, text: str) -> None:
+    assert "forget gate f" in text
+    assert (out / "figures" / "meta_lstm_gates.png").stat().st_size > 10_000
+
+
+def _check_fewshot_sinusoid(out: Path, doc: dict, text: str) -> None:
+    assert set(doc["methods"]) == {"pretrain", "maml", "first_order_maml", "reptile", "meta_lstm"}
+    assert doc["protocol"]["task_visits"] == 6 * 4  # --quick: 6 meta-iterations of 4 tasks
+    assert "| chosen | alpha " in text
+    assert (out / "figures" / "fewshot_sinusoid.png").stat().st_size > 10_000
+
+
+#: What some benchmarks' quick runs must show beyond a document and a rendered section.
+QUICK_CHECKS = {
+    "l2l_quadratic": _check_l2l_quadratic,
+    "meta_lstm_gates": _check_meta_lstm_gates,
+    "fewshot_sinusoid": _check_fewshot_sinusoid,
+}
+
+
 @pytest.mark.slow
-def test_run_all_quick_writes_documents_figures_and_renders_them(tmp_path):
+@pytest.mark.parametrize("name", list(RUN_ALL.BENCHMARKS))
+def test_every_registered_benchmark_runs_at_its_quick_settings(name, tmp_path):
+    """``run_all.py --quick --only NAME`` writes NAME's document and renders its section.
+
+    All of them take about 15 CPU-minutes (the sinusoid, generalist and glyph ones 2-4 each).
+    """
+    run_all = [sys.executable, str(BENCHMARKS / "run_all.py")]
     done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "run_all.py"),
-            "--quick",
-            "--only",
-            "l2l_quadratic",
-            "meta_lstm_gates",
-            "--out",
-            str(tmp_path),
-        ],
+        [*run_all, "--quick", "--only", name, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    assert set(summary) == {"l2l_quadratic", "meta_lstm_gates", "render"}
+    assert set(summary) == {name, "render"}
     assert all(s["returncode"] == 0 for s in summary.values())
-    quadratic = json.loads((tmp_path / "results" / "l2l_quadratic.json").read_text())
-    assert quadratic["command"].startswith("python benchmarks/l2l_study.py --quick")
-    run = quadratic["columns"][0]["comparison"]["runs"]["rnnprop_quadratic"]
-    assert len(run["final"]) == quadratic["settings"]["tasks"] == 4
+    doc = json.loads(RUN_ALL.document(name, tmp_path).read_text())
+    assert doc["command"].startswith("python ") and doc["machine"]["backend"]
     text = (tmp_path / "RESULTS.md").read_text()
-    for marker in ("l2l_quadratic", "meta_lstm_gates"):
-        assert f"<!-- {marker}:begin -->" in text and f"<!-- {marker}:end -->" in text
-    assert "| 10-d quadratic, 100 steps | 5 | in |" in text
-    assert "rnnprop_quadratic / tuned Adam" in text and "forget gate f" in text
-    assert "(no interval)" not in text  # per-task losses give every ratio its interval
-    assert (tmp_path / "figures" / "l2l_rnnprop_quadratic.png").stat().st_size > 10_000
-    assert (tmp_path / "figures" / "meta_lstm_gates.png").stat().st_size > 10_000
+    assert f"<!-- {name}:begin -->" in text and f"<!-- {name}:end -->" in text
+    if name in QUICK_CHECKS:
+        QUICK_CHECKS[name](tmp_path, doc, text)
 
 
 def test_run_all_refuses_a_quick_run_over_the_published_results():
