@@ -116,6 +116,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "magnitude_output": "none"}
     },
     "bounded_small_magnitude": {"optimizer": {"correction_bound": 1.0, "magnitude_bound": 1.0}},
+    "adam_lr1e-2": {"optimizer": {"update_norm": "adam", "output_scale": 1e-2}, "untrained": True},
+    "adam_norm_bounded_lr1e-2": {
+        "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "output_scale": 1e-2}
+    },
 }
 RECIPE = {
     "meta_steps": 300,
