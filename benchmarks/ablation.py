@@ -29,8 +29,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -130,6 +131,46 @@ RECIPE = {
 }
 
 
+class Setup(NamedTuple):
+    """What a run is measured with: the suite, its scoring tasks and the meta-training recipe."""
+
+    suite: tuple[evaluation.Problem, ...]
+    settings: dict[str, int]
+    recipe: dict[str, Any]
+    mixture: Callable[[], tasks.Mixture]
+
+
+def _small_mixture() -> tasks.Mixture:
+    """Two of the generalist's families, for the smoke test."""
+    components = generalist.mixture().components
+    return tasks.Mixture((components[0], components[6]))
+
+
+FULL = Setup(SUITE, SUITE_SETTINGS, RECIPE, generalist.mixture)
+#: The smoke test's setup: two small problems, two tasks, two meta-steps.
+QUICK = Setup(
+    tuple(p._replace(steps=10) for p in SUITE if p.name in ("mlp_gelu_5x32", "logistic_128")),
+    {"seed": 0, "num_tasks": 2, "tune_tasks": 1},
+    {**RECIPE, "meta_steps": 2, "every": 1, "horizon": [20, 40], "truncation": 10},
+    _small_mixture,
+)
+#: The published runs, in the order they were run: ``--all`` runs those not yet in the results.
+PLAN = (
+    ("adam", 0),
+    ("adam_norm_bounded", 0),
+    ("shipped_recipe", 0),
+    ("adam_norm_bounded", 1),
+    ("shipped_recipe", 1),
+    ("adam_norm_bounded_lr1e-2", 0),
+    ("adam_lr1e-2", 0),
+    ("adam_norm_bounded_no_magnitude", 0),
+    ("adam_norm_bounded_lr1e-2", 1),
+    ("adam_norm_bounded_no_magnitude", 1),
+    ("adam_norm", 0),
+    ("adam_norm", 1),
+)
+
+
 def optimizer_of(variant: str) -> lo.LSTMOptimizer:
     """The variant's optimizer: the generalist's settings with the variant's changes."""
     return lo.LSTMOptimizer(**{**generalist.OPTIMIZER, **VARIANTS[variant]["optimizer"]})
@@ -140,19 +181,13 @@ def zeroed(meta_params: Any) -> Any:
     return {**meta_params, "out": jax.tree.map(np.zeros_like, meta_params["out"])}
 
 
-def references(document: dict[str, Any]) -> dict[str, dict[str, float]]:
+def references(document: dict[str, Any], setup: Setup) -> dict[str, dict[str, float]]:
     """Tuned Adam on the suite, from the document's cache when its settings are unchanged."""
-    settings = {**SUITE_SETTINGS, "grid": list(GRID), "problems": [p.name for p in SUITE]}
+    settings = {**setup.settings, "grid": list(GRID), "problems": [p.name for p in setup.suite]}
     cached = document.get("references")
     if cached and cached.get("settings") == settings:
         return cached["adam"]
-    adam = evaluation.adam_references(
-        SUITE,
-        seed=SUITE_SETTINGS["seed"],
-        num_tasks=SUITE_SETTINGS["num_tasks"],
-        tune_tasks=SUITE_SETTINGS["tune_tasks"],
-        grid=GRID,
-    )
+    adam = evaluation.adam_references(setup.suite, grid=GRID, **setup.settings)
     document["references"] = {"settings": settings, "adam": adam}
     return adam
 
@@ -164,18 +199,18 @@ def window(adam_lr: float, builtin: float) -> tuple[float, ...]:
     return tuple(sorted({adam_lr * 10 ** (k / 2) for k in range(-2, 3)} | {builtin}))
 
 
-def suite_score(optimizer, meta_params, adam, tuned: bool) -> dict[str, Any]:
+def suite_score(setup: Setup, optimizer, meta_params, adam, tuned: bool) -> dict[str, Any]:
     """The suite's score at the built-in step size, or with the step size tuned per problem."""
     per_problem: dict[str, Any] = {}
-    for problem in SUITE:
+    for problem in setup.suite:
         reference = adam[problem.name]
         result = evaluation.score(
             (problem,),
             (optimizer, meta_params),
             {problem.name: reference},
-            seed=SUITE_SETTINGS["seed"],
-            num_tasks=SUITE_SETTINGS["num_tasks"],
-            tune_tasks=SUITE_SETTINGS["tune_tasks"] if tuned else None,
+            seed=setup.settings["seed"],
+            num_tasks=setup.settings["num_tasks"],
+            tune_tasks=setup.settings["tune_tasks"] if tuned else None,
             grid=window(reference["learning_rate"], optimizer.output_scale),
         )
         per_problem.update(result["per_problem"])
@@ -183,15 +218,15 @@ def suite_score(optimizer, meta_params, adam, tuned: bool) -> dict[str, Any]:
     return {"score": score, "per_problem": per_problem}
 
 
-def meta_train(variant, optimizer, seed, adam, checkpoints: Path, log) -> dict[str, Any]:
+def meta_train(setup, variant, optimizer, seed, adam, checkpoints: Path, log) -> dict[str, Any]:
     """Meta-trains ``variant``, scoring every ``every`` steps; returns the run's record."""
-    recipe = {**RECIPE, **VARIANTS[variant].get("recipe", {})}
+    recipe = {**setup.recipe, **VARIANTS[variant].get("recipe", {})}
     estimator = lo.TruncatedBackprop(
         recipe["truncation"], tuple(recipe["horizon"]), "log_mean", task_chunk=1
     )
     trainer = lo.MetaTrainer(
         optimizer,
-        generalist.mixture(),
+        setup.mixture(),
         estimator,
         optax.adam(recipe["meta_lr"]),
         clip_norm=1.0,
@@ -207,7 +242,7 @@ def meta_train(variant, optimizer, seed, adam, checkpoints: Path, log) -> dict[s
         step = int(state.step)
         if step > 0 and not any(h["meta_step"] == step for h in record["history"]):
             meta_params = jax.device_get(state.meta_params)
-            value = suite_score(optimizer, meta_params, adam, False)["score"]
+            value = suite_score(setup, optimizer, meta_params, adam, False)["score"]
             log(f"{variant} seed {seed}: meta-step {step}, score {value:+.3f}")
             if all(value < h["score"] for h in record["history"]):
                 lo.save(checkpoints / "best.msgpack", optimizer, meta_params)
@@ -230,11 +265,13 @@ def meta_train(variant, optimizer, seed, adam, checkpoints: Path, log) -> dict[s
     return record
 
 
-def run(variant: str, seed: int, checkpoints: Path, results: Path, argv) -> dict[str, Any]:
+def run(
+    setup: Setup, variant: str, seed: int, checkpoints: Path, results: Path, argv
+) -> dict[str, Any]:
     """Runs one variant at one seed end to end and appends its entry to ``results``."""
     document = json.loads(results.read_text()) if results.exists() else {"runs": []}
     wall, cpu = time.time(), time.process_time()
-    adam = references(document)
+    adam = references(document, setup)
     common.write_atomic(results, json.dumps(document, indent=1) + "\n")
     optimizer = optimizer_of(variant)
     entry: dict[str, Any] = {
@@ -249,7 +286,7 @@ def run(variant: str, seed: int, checkpoints: Path, results: Path, argv) -> dict
     else:
         folder = checkpoints / f"{variant}-seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        record = meta_train(variant, optimizer, seed, adam, folder, print)
+        record = meta_train(setup, variant, optimizer, seed, adam, folder, print)
         best = min(record["history"], key=lambda h: h["score"])
         _, meta_params = lo.load(folder / "best.msgpack")
         entry.update(
@@ -259,9 +296,9 @@ def run(variant: str, seed: int, checkpoints: Path, results: Path, argv) -> dict
             meta_training_minutes=record["meta_training_minutes"],
             history=record["history"],
         )
-    untuned = suite_score(optimizer, meta_params, adam, tuned=False)
+    untuned = suite_score(setup, optimizer, meta_params, adam, tuned=False)
     print(f"{variant} seed {seed}: scored untuned at {time.time() - wall:.0f} s", flush=True)
-    tuned = suite_score(optimizer, meta_params, adam, tuned=True)
+    tuned = suite_score(setup, optimizer, meta_params, adam, tuned=True)
     print(f"{variant} seed {seed}: scored tuned at {time.time() - wall:.0f} s", flush=True)
     entry.update(
         score=untuned["score"],
@@ -276,7 +313,7 @@ def run(variant: str, seed: int, checkpoints: Path, results: Path, argv) -> dict
     document["runs"] = [
         r for r in document.get("runs", []) if (r["variant"], r["seed"]) != (variant, seed)
     ] + [entry]
-    document["references"] = document.get("references") or {}
+    document.update(command=common.command_line(SCRIPT, ["--all"]), machine=entry["machine"])
     common.write_atomic(results, json.dumps(document, indent=1) + "\n")
     print(json.dumps({k: entry[k] for k in ("variant", "seed", "score", "tuned_score")}))
     return entry
@@ -288,7 +325,7 @@ def run(variant: str, seed: int, checkpoints: Path, results: Path, argv) -> dict
 def render(doc: dict[str, Any]) -> str:
     """The Markdown body of the ablation section of RESULTS.md."""
     runs = doc["runs"]
-    names = [p.name for p in SUITE]
+    names = doc["references"]["settings"]["problems"]
     adam = doc["references"]["adam"]
     lines = [
         "## The generalist's ablation (benchmarks/ablation.py)",
@@ -336,7 +373,7 @@ def render(doc: dict[str, Any]) -> str:
         for n in names:
             logs = [r["per_problem"]["tuned"][n]["log_ratio"] for r in group]
             cells.append(f"{float(np.exp(np.mean(logs))):.2f}x")
-        lines.append(f"| `{variant}` ({len(group)} seeds) | " + " | ".join(cells) + " |")
+        lines.append(f"| `{variant}` (n = {len(group)}) | " + " | ".join(cells) + " |")
     rival_runs = doc.get("rivals", {})
     lines += [
         "",
@@ -369,18 +406,18 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rivals(results: Path, argv) -> None:
+def rivals(setup: Setup, results: Path, argv) -> None:
     """Scores the untuned rivals on the suite: Adam at 1e-3 and each tuning-free optimizer."""
     document = json.loads(results.read_text()) if results.exists() else {"runs": []}
-    adam = references(document)
+    adam = references(document, setup)
     named = {"adam (1e-3)": lambda: optax.adam(1e-3), **evaluation.TUNING_FREE}
     document["rivals"] = {
         name: evaluation.score(
-            SUITE,
+            setup.suite,
             make(),
             adam,
-            seed=SUITE_SETTINGS["seed"],
-            num_tasks=SUITE_SETTINGS["num_tasks"],
+            seed=setup.settings["seed"],
+            num_tasks=setup.settings["num_tasks"],
         )
         for name, make in named.items()
     }
@@ -405,15 +442,32 @@ def main(argv: list[str] | None = None) -> None:
         default=Path.home() / ".cache" / "learned_opt" / "ablation",
         help="folder of the resumable meta-training checkpoints",
     )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="run the rivals and every run of PLAN not yet in the results, one at a time",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     parser.add_argument("--results", type=Path, default=common.RESULTS_DIR / f"{SECTION}.json")
     args = parser.parse_args(argv)
+    setup = QUICK if args.quick else FULL
+    if args.all:
+        document = json.loads(args.results.read_text()) if args.results.exists() else {}
+        if "rivals" not in document:
+            rivals(setup, args.results, argv)
+        done = {(r["variant"], r["seed"]) for r in document.get("runs", [])}
+        plan = PLAN[:2] if args.quick else PLAN
+        for variant, seed in plan:
+            if (variant, seed) not in done:
+                run(setup, variant, seed, args.checkpoints, args.results, argv)
+        return
     if args.rivals:
-        rivals(args.results, argv)
+        rivals(setup, args.results, argv)
         return
     if args.list or args.variant is None:
         print(json.dumps(VARIANTS, indent=1))
         return
-    run(args.variant, args.seed, args.checkpoints, args.results, argv)
+    run(setup, args.variant, args.seed, args.checkpoints, args.results, argv)
 
 
 if __name__ == "__main__":

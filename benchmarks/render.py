@@ -52,6 +52,7 @@ SECTIONS: list[Section] = [
     Section("generalist", "train_generalist"),
     Section("generalist_seeds", "generalist_seeds"),
     Section("generalization", "generalization"),
+    Section("ablation", "ablation"),
     Section("l2l_ablation", "l2l_ablation"),
     Section("meta_lstm_gates", "meta_lstm_gates"),
     Section("fewshot_sinusoid", "fewshot_sinusoid"),

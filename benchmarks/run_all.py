@@ -100,6 +100,18 @@ BENCHMARKS: dict[str, Benchmark] = {
             *("--results-dir", "{out}/results"),
         ],
     ),
+    "ablation": Benchmark(
+        "ablation",
+        ["--all", "--results", "{out}/results/ablation.json"],
+        [
+            "--all",
+            "--quick",
+            "--results",
+            "{out}/results/ablation.json",
+            "--checkpoints",
+            "{out}/ablation_checkpoints",
+        ],
+    ),
     "faults": Benchmark(
         "faults", ["--out", "{out}/results/faults.json"], ["--out", "{out}/results/faults.json"]
     ),
