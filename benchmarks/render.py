@@ -7,7 +7,9 @@ Each registered section ``name`` has its document in ``benchmarks/results/<name>
 if the markers are missing) and leaves every other line alone. The README's block between
 ``<!-- results-table:begin -->`` and ``<!-- results-table:end -->`` and the evaluation table of
 each model card in docs/pretrained.md (``<!-- pretrained/NAME:begin -->``) come from the L2L
-study's documents. Nothing is computed: numbers come from the committed JSON.
+study's documents. The prose that cites measured figures (the README's ``readme-*`` blocks, the
+cards' ``pretrained-protocol`` and ``pretrained-notes/NAME`` blocks) comes from
+``benchmarks/prose.py``. Nothing is measured here: numbers come from the committed JSON.
 
 Usage:
     python benchmarks/render.py            # rewrite RESULTS.md, README.md, docs/pretrained.md
@@ -30,6 +32,7 @@ from typing import Any, NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as common
+import prose
 
 HERE = common.HERE
 
@@ -181,8 +184,31 @@ def readme_table(docs: dict[str, dict[str, Any]]) -> str:
     return "\n".join([header, "", *lines, "", *[f"{n}\n" for n in notes]]).rstrip()
 
 
+#: The README's prose blocks: name -> (the results they are written from, their renderer).
+README_PROSE: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "readme-generalist": ("generalist", prose.readme_generalist),
+    "readme-setup": ("main_job", prose.readme_setup),
+    "readme-fewshot": ("fewshot_sinusoid", prose.readme_fewshot),
+}
+
+
+def _replace_marked(text: str, name: str, body: str, where: str, problems: list[str]) -> str:
+    """``text`` with block ``name`` replaced, or unchanged (and a problem noted) when the
+    block's markers are missing: a prose block is never appended."""
+    if markers(name)[0] not in text:
+        problems.append(f"{where}: no {markers(name)[0]} marker")
+        return text
+    return replace_block(text, name, body)
+
+
 def render_readme(text: str, results_dir: Path, problems: list[str]) -> str:
-    """README.md's text with its results block re-rendered."""
+    """README.md's text with its results block and its prose blocks re-rendered."""
+    for name, (stem, render) in README_PROSE.items():
+        doc = load(results_dir, stem)
+        if doc is None:
+            problems.append(f"README {name}: missing {stem}.json")
+            continue
+        text = _replace_marked(text, name, render(doc), "README", problems)
     needed = ("l2l_general", "generalization", "main_job")
     docs = {n: load(results_dir, n) for n in needed}
     missing = [n for n in needed if docs[n] is None]
@@ -215,7 +241,22 @@ def render_cards(text: str, results_dir: Path, problems: list[str]) -> str:
                 problems.append(f"model card {name}: no {markers(block)[0]} marker")
                 continue
             text = replace_block(text, block, generalization.render_card(general, name))
+        text = _replace_marked(
+            text, "pretrained-protocol", prose.grid_sentence(general), "model cards", problems
+        )
+    stems = ("generalization", "step_cost", "generalist", "generalist_seeds")
+    docs = {stem: load(results_dir, stem) for stem in (*stems, *MODEL_CARDS.values())}
+    for name, section in MODEL_CARDS.items():
+        body = prose.card_notes(name, docs, section)
+        text = _replace_marked(text, f"pretrained-notes/{name}", body, "model cards", problems)
     return text
+
+
+#: Every file with rendered blocks (relative to the repository root) and its renderer.
+DOCUMENTS: dict[str, Callable[[str, Path, list[str]], str]] = {
+    "README.md": render_readme,
+    "docs/pretrained.md": render_cards,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
