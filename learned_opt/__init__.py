@@ -8,6 +8,7 @@ from learned_opt.compilation_cache import enable_compilation_cache as enable_com
 from learned_opt.hub import list_pretrained as list_pretrained
 from learned_opt.hub import load_pretrained as load_pretrained
 from learned_opt.hub import pretrained as pretrained
+from learned_opt.hub import scale_by_learned as scale_by_learned
 from learned_opt.io import load as load
 from learned_opt.io import save as save
 from learned_opt.meta.checkpoint import CheckpointError as CheckpointError

@@ -104,3 +104,40 @@ def pretrained(
     """
     optimizer, meta_params = load_pretrained(name)
     return optimizer.as_optax(meta_params, learning_rate=learning_rate)
+
+
+def scale_by_learned(name: str) -> optax.GradientTransformationExtraArgs:
+    """The direction of the pretrained optimizer ``name``, to chain like ``optax.scale_by_adam``.
+
+    ``lo.scale_by_learned(name)`` is ``optimizer.scale_by(meta_params)`` of
+    :func:`load_pretrained`: the update's direction before any step size, oriented like a
+    gradient. Chain it with ``optax.add_decayed_weights`` and
+    ``optax.scale_by_learning_rate(lr_or_schedule)`` as for Adam, or route some parameters to
+    it with ``optax.multi_transform``. At the optimizer's built-in step size the chain equals
+    :func:`pretrained`.
+
+    Args:
+        name: e.g. ``"lstm_general"``; see :func:`list_pretrained`.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    References:
+        Moudgil, Knyazev & Belilovsky, "Celo2", ICLR 2026 (exported the same way, as
+        ``scale_by_celo2``).
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> import learned_opt as lo
+        >>> tx = optax.chain(
+        ...     lo.scale_by_learned("lstm_general"),
+        ...     optax.add_decayed_weights(1e-4),
+        ...     optax.scale_by_learning_rate(optax.cosine_decay_schedule(3e-3, 100)),
+        ... )
+        >>> params = {"w": jnp.ones(3)}
+        >>> updates, _ = tx.update({"w": jnp.array([1.0, -1.0, 0.5])}, tx.init(params), params)
+        >>> [bool(u < 0) for u in updates["w"]]  # each step goes against the gradient
+        [True, False, True]
+    """
+    optimizer, meta_params = load_pretrained(name)
+    return optimizer.scale_by(meta_params)
