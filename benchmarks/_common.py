@@ -94,7 +94,7 @@ def machine(device_info: dict[str, Any] | None = None) -> dict[str, Any]:
         "device_kinds": device_info.get("device_kinds"),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         # With a warm persistent compilation cache, a "compile time" is the time to load.
-        "jax_compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+        "jax_compilation_cache_dir": jax.config.values["jax_compilation_cache_dir"],
     }
 
 

@@ -59,9 +59,9 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +139,9 @@ class Problem(NamedTuple):
     time_to_target: bool = False
 
 
-def _regression(kind: str, scale: float, **options: Any) -> TaskFamily:
+def _regression(
+    kind: Literal["least_squares", "logistic"], scale: float, **options: Any
+) -> TaskFamily:
     """A regression problem of 32 features, 512 examples with feature scales exp(U[-2, 2])."""
     family = Regression(kind, num_features=32, num_examples=512, feature_log_scale=2.0, **options)
     return family if scale == 1.0 else ScaledLoss(family, scale)
@@ -147,7 +149,7 @@ def _regression(kind: str, scale: float, **options: Any) -> TaskFamily:
 
 def problems() -> list[Problem]:
     """The problems, cheapest model first within each kind; sized for about an hour on 2 cores."""
-    relu = {"activation": "relu", "init_scale": None}
+    relu: dict[str, Any] = {"activation": "relu", "init_scale": None}
     return [
         Problem(
             "mlp_deep",
@@ -284,7 +286,7 @@ def missing_dataset(family: TaskFamily) -> str | None:
 # --- wall-clock to target ----------------------------------------------------------------------
 
 
-def smoothed(curve: list[float], window: int) -> np.ndarray:
+def smoothed(curve: Sequence[float], window: int) -> np.ndarray:
     """Trailing mean of ``curve`` over ``window`` steps (fewer at the start); non-finite: +inf."""
     values = np.asarray(curve, np.float64)
     values = np.where(np.isfinite(values), values, np.inf)
@@ -292,13 +294,21 @@ def smoothed(curve: list[float], window: int) -> np.ndarray:
     return np.nanmean(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)
 
 
-def steps_to_target(curve: list[float], target: float, window: int) -> int | None:
+def steps_to_target(curve: Sequence[float], target: float, window: int) -> int | None:
     """Steps after which the smoothed ``curve`` is first at or below ``target``.
 
     ``curve[i]`` is the training loss before step ``i``, that is after ``i`` steps.
     """
     below = np.flatnonzero(smoothed(curve, window) <= target)
     return int(below[0]) if below.size else None
+
+
+def _median_curve(comparison: evaluation.Comparison, name: str) -> tuple[float, ...]:
+    """The median training-loss curve of run ``name``; refused if ``comparison`` kept none."""
+    curve = comparison.runs[name].curve
+    if curve is None:
+        raise ValueError(f"run {name!r} kept no curve (compare with keep_curves=True)")
+    return curve[1]
 
 
 def time_to_target(comparison: evaluation.Comparison, window: int) -> dict[str, Any]:
@@ -309,10 +319,10 @@ def time_to_target(comparison: evaluation.Comparison, window: int) -> dict[str, 
     median training loss is at or below it. Seconds are steps times the run's step time
     (``None`` where it was not timed; :func:`add_seconds` fills them in).
     """
-    target = float(smoothed(comparison.runs["adam"].curve[1], window)[-1])
+    target = float(smoothed(_median_curve(comparison, "adam"), window)[-1])
     out = {}
     for name, run in comparison.runs.items():
-        steps = steps_to_target(run.curve[1], target, window)
+        steps = steps_to_target(_median_curve(comparison, name), target, window)
         seconds = None if steps is None or run.step_seconds is None else steps * run.step_seconds
         out[name] = {"steps": steps, "step_seconds": run.step_seconds, "seconds": seconds}
     return {"target": target, "window": window, "runs": out}
@@ -458,11 +468,11 @@ def run_problem(
     and the control that are not cached yet, their ratios and the interleaved step timing."""
     steps = problem.steps if not args.quick else max(10, problem.steps // 50)
     settings = settings_of(problem, steps, args)
-    keys = {
+    keys: dict[str, Any] = {
         "tune_keys": evaluation.task_keys(args.seed, args.tune_tasks, "train"),
         "test_keys": evaluation.task_keys(args.seed, args.tasks, "test"),
     }
-    options = {"grid": args.grid, "keep_curves": problem.time_to_target}
+    options: dict[str, Any] = {"grid": args.grid, "keep_curves": problem.time_to_target}
     window = max(1, steps // 20)
     entry: dict[str, Any] = {
         "name": problem.name,
@@ -472,19 +482,22 @@ def run_problem(
         "params": num_params(problem.family),
         "settings": settings,
     }
-    reuse = (
-        (args.reuse_baselines or args.resume)
+    reused = (
+        previous
+        if (args.reuse_baselines or args.resume)
         and previous is not None
         and previous["settings"] == settings
+        else None
     )
-    if reuse:
+    reuse = reused is not None
+    if reused is not None:
         log(f"{problem.name}: reusing the baselines of the previous run")
         cached = ("baselines", "baselines_seconds", "time_to_target", "adam_reproduced")
         for key in (*cached, "ratios", "step_times"):
-            if key in previous:
-                entry[key] = previous[key]
+            if key in reused:
+                entry[key] = reused[key]
         for key in ("learned", "learned_seconds", "rivals", "rivals_seconds"):
-            entry[key] = dict(previous.get(key, {}))
+            entry[key] = dict(reused.get(key, {}))
     else:
         t0 = time.perf_counter()
         comparison = evaluation.compare(
@@ -678,7 +691,8 @@ def summary(doc: dict[str, Any]) -> list[str]:
     lines = []
     for run_name in learned_runs(doc):
         optimizer = run_name.removesuffix(evaluation.TUNED_SUFFIX)
-        verdicts, worst, default_wins, nonfinite, total, step_ratios = [], None, 0, 0, 0, []
+        verdicts, default_wins, nonfinite, total, step_ratios = [], 0, 0, 0, []
+        worst: tuple[float, str] | None = None
         rival_wins: dict[str, list[bool]] = {}
         for entry in doc["problems"]:
             c = _learned(entry, optimizer)
@@ -697,10 +711,10 @@ def summary(doc: dict[str, Any]) -> list[str]:
                 if name == run_name and ref in TUNING_FREE:
                     rival_wins.setdefault(ref, []).append(r.verdict == "win")
         n = len(verdicts)
-        if not n:
+        if worst is None:  # no problem has a result of this run
             continue
         wins, losses = verdicts.count("win"), verdicts.count("loss")
-        step = f"{statistics.median(step_ratios):.2g}x" if step_ratios else "—"
+        step_time = f"{statistics.median(step_ratios):.2g}x" if step_ratios else "—"
         rivals = ""
         if rival_wins and run_name == optimizer:
             counts = ", ".join(f"`{r}` {sum(w)} of {len(w)}" for r, w in rival_wins.items())
@@ -710,7 +724,8 @@ def summary(doc: dict[str, Any]) -> list[str]:
             f"loses on {losses}, ties on {n - wins - losses}; worst ratio to tuned Adam "
             f"{_fmt(worst[0])}x ({worst[1]}), never worse than 1.5x: "
             f"{'yes' if worst[0] <= 1.5 else 'no'}; beats Adam at 1e-3 on {default_wins} of {n}"
-            f"{rivals}; non-finite runs: {nonfinite} of {total}; median step time {step} Adam's."
+            f"{rivals}; non-finite runs: {nonfinite} of {total}; "
+            f"median step time {step_time} Adam's."
         )
     return lines
 

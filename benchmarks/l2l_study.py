@@ -180,7 +180,7 @@ def run_suite(name: str, args: argparse.Namespace, log) -> dict[str, Any]:
                 "comparison": comparison.to_dict(),
             }
         )
-    doc = {
+    doc: dict[str, Any] = {
         "command": common.command_line(SCRIPT, args.argv),
         "machine": common.machine(),
         "suite": name,
@@ -214,8 +214,10 @@ def plot(name: str, comparisons: list[tuple[str, evaluation.Comparison]], plots_
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
     for ax, (label, comparison) in zip(axes.flat, comparisons, strict=False):
         for run_name, run in comparison.runs.items():
+            if run.curve is None:
+                raise ValueError(f"{label}: run {run_name!r} kept no curve to plot")
             low, median, high = (np.asarray(band) for band in run.curve)
-            style = {"lw": 1.0}
+            style: dict[str, Any] = {"lw": 1.0}
             if run.kind == "learned":
                 style = {"lw": 2.0, "color": "k"}
             elif run.kind == "default":
@@ -314,9 +316,11 @@ def render(doc: dict[str, Any]) -> str:
         cells = [column["label"], str(c.num_steps), "in" if column["in_distribution"] else "out"]
         for n in runs:
             run = c.runs.get(n)
-            tuned = run is not None and run.kind in ("baseline", "learned_tuned_lr")
-            hyper = f"<br>{run.hyperparams_cell()}" if tuned else ""
-            cells.append("—" if run is None else run.cell() + hyper)
+            if run is None:
+                cells.append("—")
+                continue
+            tuned = run.kind in ("baseline", "learned_tuned_lr")
+            cells.append(run.cell() + (f"<br>{run.hyperparams_cell()}" if tuned else ""))
         cells += [c.ratio(n, "adam").cell() for n in learned]
         cells.append(
             f"{c.best_baseline}: {c.ratio(learned[0], c.best_baseline).cell()}" if learned else "—"

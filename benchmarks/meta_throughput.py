@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +56,8 @@ PyTree = Any
 
 SECTION = "meta_throughput"
 FAMILIES = ("quadratic", "mlp")
-LAYOUTS = ("per_leaf", "flat")
+Layout = Literal["per_leaf", "flat"]
+LAYOUTS: tuple[Layout, ...] = ("per_leaf", "flat")
 #: The engine's throughput over the reference's that the engine must reach.
 TARGET_RATIO = 1.0
 FULL = {"tasks": 128, "mlp_tasks": 16, "unroll": 20, "horizon": 100, "repeats": 5}
@@ -70,7 +71,7 @@ def make_family(name: str) -> lo.tasks.TaskFamily:
     return lo.tasks.MLP(hidden_sizes=(20,), activation="sigmoid", batch_size=128)
 
 
-def make_optimizer(layout: str) -> lo.LSTMOptimizer:
+def make_optimizer(layout: Layout) -> lo.LSTMOptimizer:
     """The 2-layer LSTM of 32 units on the raw gradient, no loss input."""
     return lo.LSTMOptimizer(
         hidden_size=32, num_layers=2, preprocess="none", use_loss=False, layout=layout
@@ -157,7 +158,7 @@ def time_steps(step: Callable[[Any], tuple], state: Any, repeats: int) -> tuple[
     }, first
 
 
-def measure(family_name: str, layout: str, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+def measure(family_name: str, layout: Layout, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """The engine's and the reference's rows of one family and layout."""
     family = make_family(family_name)
     opt = make_optimizer(layout)

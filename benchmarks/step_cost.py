@@ -90,7 +90,7 @@ def make_cases() -> list[Case]:
 def state_architectures() -> list[tuple[str, Any]]:
     """``(label, tx)`` of every architecture whose state bytes are reported."""
     out: list[tuple[str, Any]] = []
-    shipped = {}
+    shipped: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[str, Any]] = {}
     for name in lo.list_pretrained():
         opt, _ = lo.load_pretrained(name)
         shipped.setdefault((type(opt).__name__, tuple(sorted(opt.config().items()))), (name, opt))

@@ -35,6 +35,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -48,7 +49,7 @@ import learned_opt as lo
 from learned_opt import evaluation, tasks
 
 #: The optimizer's settings.
-OPTIMIZER = {
+OPTIMIZER: dict[str, Any] = {
     "hidden_size": 16,
     "num_layers": 1,
     "preprocess": "omit",
@@ -82,7 +83,7 @@ def _median(final) -> float:
 
 def mixture() -> tasks.Mixture:
     """The meta-training distribution: nine augmented families, ten tasks per meta-step."""
-    relu = {"activation": "relu", "init_scale": None}
+    relu: dict[str, Any] = {"activation": "relu", "init_scale": None}
     families = [
         (tasks.MLP(hidden_sizes=(32,), **relu), 2),
         (tasks.MLP(hidden_sizes=(64, 64), activation="tanh", init_scale=None), 1),
