@@ -67,6 +67,7 @@ def test_render_refuses_a_published_section_without_its_json(bench, tmp_path, ca
 
 def _load_run_all():
     spec = importlib.util.spec_from_file_location("run_all", BENCHMARKS / "run_all.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -56,6 +56,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_to_the_same_result(tmp_
     killed, marker = tmp_path / "killed", tmp_path / "writing"
     args = [sys.executable, "-c", _HANGING, "4", str(marker), *RUN, "--out", str(killed)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
     try:
         deadline = time.time() + 240
         while not marker.exists() and time.time() < deadline:

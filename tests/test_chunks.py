@@ -117,6 +117,7 @@ def test_meta_gradients_through_the_chunked_step_equal_those_in_one_piece(monkey
 
 def test_plan_keeps_every_possible_shard_of_an_axis_whole():
     plan = _chunks.plan((512, 144), devices=4)
+    assert plan is not None
     # Each axis is split into (gcd(size, devices), rest); the gcd parts stay whole in a chunk.
     assert plan.view == (4, 128, 4, 36)
     assert plan.kept == (0, 2)

@@ -122,6 +122,7 @@ def test_evaluate_prints_the_comparison_table(tmp_path, capsys):
     assert adam.hyperparams["lr"] in lo.evaluation.DEFAULT_GRID
     assert adam.q05 <= adam.median <= adam.q95 and len(adam.final) == 8
     ratio = results.ratio("learned", "adam")
+    assert ratio.low is not None and ratio.high is not None
     assert ratio.low <= ratio.ratio <= ratio.high
     assert (tmp_path / "eval_quadratic.png").exists()
 

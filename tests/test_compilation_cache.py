@@ -35,10 +35,10 @@ def _keep_jax_settings(monkeypatch):
 
 def test_the_cache_goes_to_the_given_folder_and_keeps_every_program(tmp_path):
     folder = lo.enable_compilation_cache(tmp_path / "new" / "cache")
-    assert folder == tmp_path / "new" / "cache" and folder.is_dir()
-    assert jax.config.jax_compilation_cache_dir == str(folder)
-    assert jax.config.jax_persistent_cache_min_compile_time_secs == 0
-    assert jax.config.jax_persistent_cache_min_entry_size_bytes == -1  # no size limit
+    assert folder is not None and folder == tmp_path / "new" / "cache" and folder.is_dir()
+    assert jax.config.values["jax_compilation_cache_dir"] == str(folder)
+    assert jax.config.values["jax_persistent_cache_min_compile_time_secs"] == 0
+    assert jax.config.values["jax_persistent_cache_min_entry_size_bytes"] == -1  # no size limit
 
 
 def test_the_folder_comes_from_the_environment_else_the_user_cache(tmp_path, monkeypatch):
@@ -52,7 +52,7 @@ def test_the_folder_comes_from_the_environment_else_the_user_cache(tmp_path, mon
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     expected = tmp_path / "home" / ".cache" / "learned_opt" / "jax"
     assert lo.enable_compilation_cache() == expected
-    assert jax.config.jax_compilation_cache_dir == str(expected)
+    assert jax.config.values["jax_compilation_cache_dir"] == str(expected)
     assert not (Path(lo.__file__).parent / "jax").exists()  # never inside the package
 
 
@@ -61,14 +61,14 @@ def test_off_or_empty_turns_the_cache_off(tmp_path, monkeypatch, value):
     lo.enable_compilation_cache(tmp_path)
     monkeypatch.setenv(ENV_VAR, value)
     assert lo.enable_compilation_cache() is None
-    assert jax.config.jax_compilation_cache_dir is None
+    assert jax.config.values["jax_compilation_cache_dir"] is None
     lo.enable_compilation_cache(tmp_path)
     assert lo.enable_compilation_cache(value) is None
-    assert jax.config.jax_compilation_cache_dir is None
+    assert jax.config.values["jax_compilation_cache_dir"] is None
 
 
 def test_a_bad_folder_is_refused_in_one_line_naming_it(tmp_path, monkeypatch):
-    before = jax.config.jax_compilation_cache_dir
+    before = jax.config.values["jax_compilation_cache_dir"]
     a_file = tmp_path / "file"
     a_file.write_text("")
     cases = [
@@ -84,7 +84,7 @@ def test_a_bad_folder_is_refused_in_one_line_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(a_file))
     with pytest.raises(ValueError, match=f"^{ENV_VAR}: {a_file} is a file, not a folder$"):
         lo.enable_compilation_cache()
-    assert jax.config.jax_compilation_cache_dir == before  # nothing changed
+    assert jax.config.values["jax_compilation_cache_dir"] == before  # nothing changed
 
 
 def test_the_command_line_refuses_a_bad_cache_folder_with_usage_status(

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _faults_script():
     spec = importlib.util.spec_from_file_location("faults", ROOT / "benchmarks" / "faults.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

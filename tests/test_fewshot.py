@@ -5,6 +5,7 @@ import functools
 import importlib
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -156,7 +157,7 @@ def test_inner_loop_alternates_batches_and_scores_every_step(num_steps):
         score=lambda p: mse_of(p, query),
         alternate=query,
     )
-    assert scores.shape == (num_steps + 1,)
+    assert scores is not None and scores.shape == (num_steps + 1,)
     for s in range(num_steps + 1):
         expected = mse_of(sgd_steps(params, support, LR, s, alternate=query), query)
         np.testing.assert_allclose(scores[s], expected, rtol=1e-5)
@@ -349,7 +350,7 @@ def test_errors_on_bad_input():
     with pytest.raises(ValueError, match="k_support"):
         fewshot.sample_episodes(Sinusoid(), jax.random.key(0), 2, 0, 5)
     with pytest.raises(TypeError, match="support_query"):
-        fewshot.sample_episodes(lo.tasks.Quadratic(), jax.random.key(0), 2, 5, 5)
+        fewshot.sample_episodes(cast(Any, lo.tasks.Quadratic()), jax.random.key(0), 2, 5, 5)
     x = jnp.arange(6.0)[:, None]
     with pytest.raises(ValueError, match="exceeds the 6 examples"):
         fewshot.split_support_query(jax.random.key(0), (x, x), 5, 2)

@@ -106,6 +106,7 @@ def test_every_problem_is_distinct_under_rescaling_and_from_the_validation_suite
     names = [p.name for p in problems]
     assert "logistic_1e-3" not in names and "logistic_1e3" in names
     wide = {p.name: p for p in problems}["logistic_wide"]
+    assert isinstance(wide.family, Regression)
     assert wide.family.num_features == 512 and wide.steps == 500
     assert "16 features" in generalization.TRAINING_DISTRIBUTION["regression"]
 

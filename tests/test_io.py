@@ -16,6 +16,7 @@ from flax import serialization
 
 import learned_opt as lo
 from learned_opt import io
+from learned_opt.optimizers._trees import structure
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -46,7 +47,7 @@ def test_round_trip(small_opt, tmp_path):
     loaded, loaded_params = lo.load(path)
     assert type(loaded) is type(opt)
     assert loaded == opt and loaded.config() == opt.config()
-    assert jax.tree.structure(loaded_params) == jax.tree.structure(meta_params)
+    assert structure(loaded_params) == structure(meta_params)
     for got, want in zip(jax.tree.leaves(loaded_params), jax.tree.leaves(meta_params), strict=True):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)

@@ -1,6 +1,8 @@
 """The options that keep a learned optimizer at its nominal one: Adam's step size per tensor and a
 correction bounded relative to Adam's direction."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 
 import learned_opt as lo
 
-GENERALIST = dict(
+GENERALIST: dict[str, Any] = dict(
     hidden_size=8,
     num_layers=1,
     preprocess="omit",

@@ -13,6 +13,7 @@ from flax import nnx
 from flax.training import train_state
 
 import learned_opt as lo
+from learned_opt.optimizers._trees import structure
 
 
 def _nested_params(dtype):
@@ -55,7 +56,7 @@ def _grads_like(params):
 
 def _assert_same_tree(got, want):
     """Same structure, and leafwise the same shapes and dtypes."""
-    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert structure(got) == structure(want)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert (g.shape, g.dtype) == (w.shape, w.dtype)
 

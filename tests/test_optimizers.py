@@ -2,6 +2,7 @@
 
 import functools
 import math
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 
 import learned_opt as lo
 from learned_opt.optimizers import features
+from learned_opt.optimizers._trees import structure
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -222,7 +224,7 @@ def test_meta_gradient_through_ten_unrolled_steps(small_opt):
         return jnp.sum(losses)
 
     grads = jax.jit(jax.grad(meta_loss))(meta_params)
-    assert jax.tree.structure(grads) == jax.tree.structure(meta_params)
+    assert structure(grads) == structure(meta_params)
     for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
         assert bool(jnp.all(jnp.isfinite(leaf))), jax.tree_util.keystr(path)
     # Every top-level group of weights (LSTM layers, momentum LSTM, output, gates, ...) learns.
@@ -266,7 +268,7 @@ def test_state_holds_no_more_than_its_per_coordinate_memory(opt, floats_per_para
 
 
 def test_meta_lstm_initial_gate_biases_follow_their_ranges():
-    opt = lo.MetaLSTMOptimizer(input_bias=(-1.0, 0.0), forget_bias=[3, 3])
+    opt = lo.MetaLSTMOptimizer(input_bias=(-1.0, 0.0), forget_bias=cast(Any, [3, 3]))
     assert opt.forget_bias == (3.0, 3.0)  # lists (from JSON) become float tuples
     for seed in range(5):
         meta_params = opt.init(jax.random.key(seed))
@@ -275,4 +277,4 @@ def test_meta_lstm_initial_gate_biases_follow_their_ranges():
     with pytest.raises(ValueError, match="input_bias: need low <= high"):
         lo.MetaLSTMOptimizer(input_bias=(0.0, -1.0))
     with pytest.raises(ValueError, match="forget_bias: expected"):
-        lo.MetaLSTMOptimizer(forget_bias=4.0)
+        lo.MetaLSTMOptimizer(forget_bias=cast(Any, 4.0))

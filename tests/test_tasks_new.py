@@ -2,6 +2,7 @@
 
 import json
 import math
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -276,7 +277,7 @@ def test_tensor_scaling_is_a_reparameterisation():
     assert all(s.shape == () for s in jax.tree.leaves(c))
     _tree_close(init, reparam, rtol=1e-6)
     np.testing.assert_allclose(loss, base_loss, rtol=1e-6)
-    np.testing.assert_allclose(*evals, rtol=1e-6)
+    np.testing.assert_allclose(evals[0], evals[1], rtol=1e-6)
     # Chain rule: d f(c θ') / dθ' = c ∇f(c θ').
     _tree_close(grads, jax.tree.map(jnp.multiply, c, base_grads), rtol=1e-5)
 
@@ -307,7 +308,7 @@ def test_loss_and_init_scales():
     np.testing.assert_allclose(loss, k * base_loss, rtol=1e-6)
     np.testing.assert_allclose(grads, k * base_grads, rtol=1e-6)
     np.testing.assert_allclose(eval_loss, loss, rtol=1e-6)
-    np.testing.assert_allclose(*init, rtol=1e-6)
+    np.testing.assert_allclose(init[0], init[1], rtol=1e-6)
     assert same[0] == same[1]
 
 
@@ -336,7 +337,7 @@ def test_augmentations_compose():
 @pytest.mark.parametrize(
     "family",
     [
-        Autoencoder(dataset="digits", hidden_sizes=[8], bottleneck=2),
+        Autoencoder(dataset="digits", hidden_sizes=cast(Any, [8]), bottleneck=2),
         Regression("logistic", batch_size=8),
         TINY_LM,
         AUGMENTED,
@@ -352,7 +353,7 @@ def test_config_round_trips_through_json(family):
     ("build", "error", "message"),
     [
         (
-            lambda: Regression(kind="ridge"),
+            lambda: Regression(kind=cast(Any, "ridge")),
             ValueError,
             "kind: expected one of ('least_squares', 'logistic'), got 'ridge'",
         ),
@@ -362,7 +363,7 @@ def test_config_round_trips_through_json(family):
             "num_features: expected an integer >= 1, got 0",
         ),
         (
-            lambda: Regression(num_examples=2.5),
+            lambda: Regression(num_examples=cast(Any, 2.5)),
             TypeError,
             "num_examples: expected an integer >= 1, got 2.5",
         ),
@@ -372,7 +373,7 @@ def test_config_round_trips_through_json(family):
             "target_scale: expected a finite number > 0.0, got 0.0",
         ),
         (
-            lambda: Regression(noise_std="0.1"),
+            lambda: Regression(noise_std=cast(Any, "0.1")),
             TypeError,
             "noise_std: expected a finite number >= 0.0, got '0.1'",
         ),
@@ -412,14 +413,18 @@ def test_config_round_trips_through_json(family):
             "init_scale: expected a finite number > 0.0, got -1.0",
         ),
         (lambda: CharTransformer(seq_len=10**6), ValueError, "seq_len: must be <"),
-        (lambda: RandomLossScale("mlp"), TypeError, "family: expected a TaskFamily, got 'mlp'"),
+        (
+            lambda: RandomLossScale(cast(Any, "mlp")),
+            TypeError,
+            "family: expected a TaskFamily, got 'mlp'",
+        ),
         (
             lambda: RandomInitScale(MLP(), max_log_scale=-1),
             ValueError,
             "max_log_scale: expected a finite number >= 0.0, got -1.0",
         ),
         (
-            lambda: RandomTensorScaling(MLP(), max_log_scale=None),
+            lambda: RandomTensorScaling(MLP(), max_log_scale=cast(Any, None)),
             TypeError,
             "max_log_scale: expected a finite number >= 0.0, got None",
         ),

@@ -4,6 +4,8 @@ Each case: the constructor, its options, and the exact message (``re:`` marks a 
 """
 
 import re
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 
@@ -12,7 +14,7 @@ from learned_opt import tasks
 
 QUAD = tasks.Quadratic(dim=2)
 
-CASES = {
+CASES: dict[str, tuple[Callable[..., Any], dict[str, Any], str]] = {
     "quadratic_dim_str": (
         tasks.Quadratic,
         {"dim": "four"},
@@ -117,7 +119,7 @@ CASES = {
         "scale: expected a finite number > 0.0, got 0.0",
     ),
     "scaled_loss_not_a_family": (
-        lambda **kw: tasks.ScaledLoss("quadratic", **kw),
+        lambda **kw: tasks.ScaledLoss(cast(Any, "quadratic"), **kw),
         {},
         "family: expected a TaskFamily, got str",
     ),
