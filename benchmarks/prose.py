@@ -201,17 +201,17 @@ def card_notes(
         One paragraph of sentences, each computed from the documents.
     """
     parts = []
-    if l2l_section and docs.get(l2l_section) is not None:
-        parts.append(l2l_notes(docs[l2l_section]))
+    if l2l_section and (l2l := docs.get(l2l_section)) is not None:
+        parts.append(l2l_notes(l2l))
     general = docs.get("generalization")
     if general is not None and name in general["optimizers"]:
         parts.append(generalization_notes(general, name))
-    if name == "lstm_general" and docs.get("generalist") is not None:
-        parts.append(generalist_training(docs["generalist"]))
-        if docs.get("generalist_seeds") is not None:
-            parts.append(generalist_seeds(docs["generalist_seeds"], docs["generalist"]))
-    if docs.get("step_cost") is not None:
-        parts.append(step_cost_notes(docs["step_cost"], name))
+    if name == "lstm_general" and (generalist := docs.get("generalist")) is not None:
+        parts.append(generalist_training(generalist))
+        if (seeds := docs.get("generalist_seeds")) is not None:
+            parts.append(generalist_seeds(seeds, generalist))
+    if (step_cost := docs.get("step_cost")) is not None:
+        parts.append(step_cost_notes(step_cost, name))
     return "**Measured.** " + " ".join(p for p in parts if p)
 
 
