@@ -187,7 +187,13 @@ def references(document: dict[str, Any], setup: Setup) -> dict[str, dict[str, fl
     cached = document.get("references")
     if cached and cached.get("settings") == settings:
         return cached["adam"]
-    adam = evaluation.adam_references(setup.suite, grid=GRID, **setup.settings)
+    adam = evaluation.adam_references(
+        setup.suite,
+        seed=setup.settings["seed"],
+        num_tasks=setup.settings["num_tasks"],
+        tune_tasks=setup.settings["tune_tasks"],
+        grid=GRID,
+    )
     document["references"] = {"settings": settings, "adam": adam}
     return adam
 

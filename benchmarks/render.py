@@ -218,7 +218,9 @@ def render_readme(text: str, results_dir: Path, problems: list[str]) -> str:
     if markers(README_BLOCK)[0] not in text:
         problems.append(f"README: no {markers(README_BLOCK)[0]} marker")
         return text
-    return replace_block(text, README_BLOCK, readme_table(docs))
+    return replace_block(
+        text, README_BLOCK, readme_table({n: d for n, d in docs.items() if d is not None})
+    )
 
 
 def render_cards(text: str, results_dir: Path, problems: list[str]) -> str:
