@@ -121,6 +121,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "adam_norm_bounded_lr1e-2": {
         "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "output_scale": 1e-2}
     },
+    "adam_norm_bounded_lr1e-2_meta_lr1e-3": {
+        "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "output_scale": 1e-2},
+        "recipe": {"meta_lr": 1e-3},
+    },
 }
 RECIPE = {
     "meta_steps": 300,
@@ -166,6 +170,8 @@ PLAN = (
     ("adam_norm_bounded_no_magnitude", 0),
     ("adam_norm_bounded_lr1e-2", 1),
     ("adam_norm_bounded_no_magnitude", 1),
+    ("adam_norm_bounded_lr1e-2_meta_lr1e-3", 0),
+    ("adam_norm_bounded_lr1e-2_meta_lr1e-3", 1),
     ("adam_norm", 0),
     ("adam_norm", 1),
 )
@@ -284,6 +290,7 @@ def run(
         "variant": variant,
         "seed": seed,
         "optimizer": VARIANTS[variant]["optimizer"],
+        "recipe_changes": VARIANTS[variant].get("recipe", {}),
         "command": common.command_line(SCRIPT, argv),
     }
     if VARIANTS[variant].get("untrained"):
@@ -353,7 +360,8 @@ def render(doc: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        changes = ", ".join(f"{k}={v}" for k, v in r["optimizer"].items()) or "none"
+        changed = {**r["optimizer"], **r.get("recipe_changes", {})}
+        changes = ", ".join(f"{k}={v}" for k, v in changed.items()) or "none"
         lines.append(
             f"| `{r['variant']}` | {r['seed']} | {changes} | {r['meta_steps']} "
             f"({r['selected_meta_step']}) | {r['meta_training_minutes']:.1f} | "
