@@ -291,3 +291,52 @@ def readme_fewshot(doc: dict[str, Any]) -> str:
         f"{' / '.join(f'{mse[s]:.2f}' for s in steps)} after "
         f"{' / '.join(map(str, steps))} steps. {budget}"
     )
+
+
+def readme_ablation(doc: dict[str, Any]) -> str:
+    """The README's summary of the generalist's ablation (``benchmarks/ablation.py``).
+
+    Scores are means over the validation suite's problems of clipped log ratios to tuned Adam,
+    with no interval, so the sentence ranks them and gives no verdict.
+    """
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for run in doc["runs"]:
+        by_variant.setdefault(run["variant"], []).append(run)
+
+    def mean(runs: list[dict[str, Any]], key: str) -> float:
+        return sum(r[key] for r in runs) / len(runs)
+
+    trained = {v: runs for v, runs in by_variant.items() if runs[0]["meta_steps"] > 0}
+    best_tuned = min(trained, key=lambda v: mean(trained[v], "tuned_score"))
+    best_untuned = min(trained, key=lambda v: mean(trained[v], "score"))
+    rivals = doc.get("rivals", {})
+    best_rival = min(rivals, key=lambda n: rivals[n]["score"]) if rivals else None
+    control = by_variant.get("adam", [])
+    controls = len(by_variant) - len(trained)
+
+    def described(variant: str, key: str) -> str:
+        runs = trained[variant]
+        values = ", ".join(f"{r[key]:+.2f}" for r in runs)
+        return f"`{variant}` ({values} at {len(runs)} seed{'s' if len(runs) > 1 else ''})"
+
+    text = (
+        f"The generalist's ablation ([`benchmarks/ablation.py`](benchmarks/ablation.py), "
+        f"{len(doc['runs'])} runs: {len(trained)} recipe variants and "
+        f"{controls} untrained control{'s' if controls != 1 else ''}) "
+        "scores each variant on a validation suite of "
+        f"{len(doc['references']['settings']['problems'])} problems unlike the meta-training "
+        "ones and the benchmarks' (0: tuned Adam; lower is better; no intervals)."
+    )
+    if control:
+        text += (
+            f" The control, which is Adam, reads {control[0]['tuned_score']:+.2f} with its step "
+            f"size tuned and {control[0]['score']:+.2f} at its built-in step."
+        )
+    text += (
+        f" Lowest with the step size tuned: {described(best_tuned, 'tuned_score')}; lowest at "
+        f"the built-in step: {described(best_untuned, 'score')}"
+    )
+    if best_rival is not None:
+        score = rivals[best_rival]["score"]
+        text += f"; the best tuning-free optimizer, {best_rival}, reads {score:+.2f}"
+    return text + ". Every run is in the ablation section of the results."

@@ -189,6 +189,7 @@ README_PROSE: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "readme-generalist": ("generalist", prose.readme_generalist),
     "readme-setup": ("main_job", prose.readme_setup),
     "readme-fewshot": ("fewshot_sinusoid", prose.readme_fewshot),
+    "readme-ablation": ("ablation", prose.readme_ablation),
 }
 
 
