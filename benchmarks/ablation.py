@@ -2,7 +2,7 @@
 
 Each run meta-trains one variant of the generalist's recipe (``benchmarks/train_generalist.py``:
 its mixture, estimator and optimizer, with the variant's changes), scores it on
-:data:`SUITE` every ``--every`` meta-steps at its built-in step size, keeps the best-scoring
+:data:`SUITE` every ``RECIPE["every"]`` meta-steps at its built-in step size, keeps the best-scoring
 meta-parameters, then scores those once more with the step size tuned per problem like Adam's
 learning rate. The result (variant, seed, options, meta-training minutes, both scores and the
 per-problem numbers) is appended to ``benchmarks/results/ablation.json`` whether it helped or
@@ -18,7 +18,8 @@ Runs are resumable: meta-training checkpoints go to ``--checkpoints`` (outside t
 default ``~/.cache/learned_opt/ablation``), and rerunning the same command continues::
 
     nice -n 5 python benchmarks/ablation.py adam                   # the control (and references)
-    nice -n 5 python benchmarks/ablation.py adam_norm --seed 1     # one variant, one seed
+    nice -n 5 python benchmarks/ablation.py adam_norm_bounded --seed 1   # one variant, one seed
+    nice -n 5 python benchmarks/ablation.py --all   # the published plan, skipping finished runs
     python benchmarks/ablation.py --list                           # the variants
 """
 
@@ -111,12 +112,10 @@ GRID = tuple(float(x) for x in np.logspace(-4, 1, 11))
 VARIANTS: dict[str, dict[str, Any]] = {
     "adam": {"optimizer": {"update_norm": "adam"}, "untrained": True},
     "shipped_recipe": {"optimizer": {}},
-    "adam_norm": {"optimizer": {"update_norm": "adam"}},
     "adam_norm_bounded": {"optimizer": {"update_norm": "adam", "correction_bound": 1.0}},
     "adam_norm_bounded_no_magnitude": {
         "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "magnitude_output": "none"}
     },
-    "bounded_small_magnitude": {"optimizer": {"correction_bound": 1.0, "magnitude_bound": 1.0}},
     "adam_lr1e-2": {"optimizer": {"update_norm": "adam", "output_scale": 1e-2}, "untrained": True},
     "adam_norm_bounded_lr1e-2": {
         "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "output_scale": 1e-2}
@@ -172,8 +171,6 @@ PLAN = (
     ("adam_norm_bounded_no_magnitude", 1),
     ("adam_norm_bounded_lr1e-2_meta_lr1e-3", 0),
     ("adam_norm_bounded_lr1e-2_meta_lr1e-3", 1),
-    ("adam_norm", 0),
-    ("adam_norm", 1),
 )
 
 
