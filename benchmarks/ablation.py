@@ -120,9 +120,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "adam_norm_bounded_lr1e-2": {
         "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "output_scale": 1e-2}
     },
-    "adam_norm_bounded_lr1e-2_meta_lr1e-3": {
-        "optimizer": {"update_norm": "adam", "correction_bound": 1.0, "output_scale": 1e-2},
-        "recipe": {"meta_lr": 1e-3},
+    "adam_norm_bounded_no_magnitude_lr1e-2": {
+        "optimizer": {
+            "update_norm": "adam",
+            "correction_bound": 1.0,
+            "magnitude_output": "none",
+            "output_scale": 1e-2,
+        }
     },
 }
 RECIPE = {
@@ -169,8 +173,8 @@ PLAN = (
     ("adam_norm_bounded_no_magnitude", 0),
     ("adam_norm_bounded_lr1e-2", 1),
     ("adam_norm_bounded_no_magnitude", 1),
-    ("adam_norm_bounded_lr1e-2_meta_lr1e-3", 0),
-    ("adam_norm_bounded_lr1e-2_meta_lr1e-3", 1),
+    ("adam_norm_bounded_no_magnitude_lr1e-2", 0),
+    ("adam_norm_bounded_no_magnitude_lr1e-2", 1),
 )
 
 
