@@ -377,9 +377,9 @@ def render(doc: dict[str, Any]) -> str:
         "log ratios over seeds, as a ratio); tuned Adam's learning rate and median in the first "
         "row:",
         "",
-        "| variant | " + " | ".join(f"`{n}`" for n in names) + " |",
-        "|" + "---|" * (len(names) + 1),
-        "| tuned Adam | "
+        "| variant | mean score | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|" + "---|" * (len(names) + 2),
+        "| tuned Adam | 0 | "
         + " | ".join(f"{adam[n]['final']:.3g} (lr {adam[n]['learning_rate']:.2g})" for n in names)
         + " |",
     ]
@@ -388,7 +388,10 @@ def render(doc: dict[str, Any]) -> str:
         for n in names:
             logs = [r["per_problem"]["tuned"][n]["log_ratio"] for r in group]
             cells.append(f"{float(np.exp(np.mean(logs))):.2f}x")
-        lines.append(f"| `{variant}` (n = {len(group)}) | " + " | ".join(cells) + " |")
+        mean = float(np.mean([r["tuned_score"] for r in group]))
+        lines.append(
+            f"| `{variant}` (n = {len(group)}) | {mean:+.3f} | " + " | ".join(cells) + " |"
+        )
     rival_runs = doc.get("rivals", {})
     lines += [
         "",
