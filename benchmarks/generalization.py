@@ -311,15 +311,19 @@ def _median_curve(comparison: evaluation.Comparison, name: str) -> tuple[float, 
     return curve[1]
 
 
-def time_to_target(comparison: evaluation.Comparison, window: int) -> dict[str, Any]:
+def time_to_target(
+    comparison: evaluation.Comparison, window: int, target: float | None = None
+) -> dict[str, Any]:
     """Steps and seconds each run of ``comparison`` needs to reach tuned Adam's final loss.
 
     The target is tuned Adam's median training loss at the end, smoothed over ``window`` steps
     (minibatch losses are noisy); a run reaches it at the first step where its own smoothed
     median training loss is at or below it. Seconds are steps times the run's step time
-    (``None`` where it was not timed; :func:`add_seconds` fills them in).
+    (``None`` where it was not timed; :func:`add_seconds` fills them in). ``target`` is given
+    for a comparison without tuned Adam (a tuning-free rival's): the baselines' target.
     """
-    target = float(smoothed(_median_curve(comparison, "adam"), window)[-1])
+    if target is None:
+        target = float(smoothed(_median_curve(comparison, "adam"), window)[-1])
     out = {}
     for name, run in comparison.runs.items():
         steps = steps_to_target(_median_curve(comparison, name), target, window)
@@ -542,8 +546,8 @@ def run_problem(
                 comparison.runs["adam"].final == baseline_adam.final
             )
         if problem.time_to_target:
-            ttt = time_to_target(comparison, window)
             runs = entry["time_to_target"]["runs"]
+            ttt = time_to_target(comparison, window, entry["time_to_target"]["target"])
             runs.update({n: v for n, v in ttt["runs"].items() if n in comparison.learned_names()})
         log(
             f"{problem.name}: {name} in {entry[f'{part}_seconds'][name]:.0f} s; median "
