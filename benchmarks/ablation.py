@@ -336,6 +336,27 @@ def run(
 # --- rendering (benchmarks/render.py calls render) ---------------------------------------------
 
 
+def _variant_rows(
+    by_variant: dict[str, list[dict[str, Any]]],
+    names: list[str],
+    part: str,
+    score_key: str,
+    with_count: bool,
+) -> list[str]:
+    """One table row per variant: its mean score and, per problem, the ratio of medians to tuned
+    Adam (the mean over seeds of the log ratios, as a ratio)."""
+    rows = []
+    for variant, group in by_variant.items():
+        cells = []
+        for n in names:
+            logs = [r["per_problem"][part][n]["log_ratio"] for r in group]
+            cells.append(f"{float(np.exp(np.mean(logs))):.2f}x")
+        mean = float(np.mean([r[score_key] for r in group]))
+        label = f"`{variant}` (n = {len(group)})" if with_count else f"`{variant}`"
+        rows.append(f"| {label} | {mean:+.3f} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def render(doc: dict[str, Any]) -> str:
     """The Markdown body of the ablation section of RESULTS.md."""
     runs = doc["runs"]
@@ -383,15 +404,7 @@ def render(doc: dict[str, Any]) -> str:
         + " | ".join(f"{adam[n]['final']:.3g} (lr {adam[n]['learning_rate']:.2g})" for n in names)
         + " |",
     ]
-    for variant, group in by_variant.items():
-        cells = []
-        for n in names:
-            logs = [r["per_problem"]["tuned"][n]["log_ratio"] for r in group]
-            cells.append(f"{float(np.exp(np.mean(logs))):.2f}x")
-        mean = float(np.mean([r["tuned_score"] for r in group]))
-        lines.append(
-            f"| `{variant}` (n = {len(group)}) | {mean:+.3f} | " + " | ".join(cells) + " |"
-        )
+    lines += _variant_rows(by_variant, names, "tuned", "tuned_score", with_count=True)
     rival_runs = doc.get("rivals", {})
     lines += [
         "",
@@ -403,13 +416,7 @@ def render(doc: dict[str, Any]) -> str:
         "| optimizer | score | " + " | ".join(f"`{n}`" for n in names) + " |",
         "|" + "---|" * (len(names) + 2),
     ]
-    for variant, group in by_variant.items():
-        cells = []
-        for n in names:
-            logs = [r["per_problem"]["untuned"][n]["log_ratio"] for r in group]
-            cells.append(f"{float(np.exp(np.mean(logs))):.2f}x")
-        mean = float(np.mean([r["score"] for r in group]))
-        lines.append(f"| `{variant}` | {mean:+.3f} | " + " | ".join(cells) + " |")
+    lines += _variant_rows(by_variant, names, "untuned", "score", with_count=False)
     for name, r in rival_runs.items():
         cells = [f"{float(np.exp(r['per_problem'][n]['log_ratio'])):.2f}x" for n in names]
         lines.append(f"| {name} | {r['score']:+.3f} | " + " | ".join(cells) + " |")
