@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -71,14 +70,9 @@ VALIDATION = {
     "quadratic_cond1e2": (tasks.ScaledQuadratic(dim=20, log10_condition=2.0), 300),
     "conv_8_16": (tasks.ConvNet(channels=(8, 16)), 200),
 }
-CLIP = math.log(100.0)
+SUITE = tuple(evaluation.Problem(name, f, steps) for name, (f, steps) in VALIDATION.items())
+SEED = 7
 ADAM_GRID = tuple(float(x) for x in np.logspace(-4, 0, 9))
-
-
-def _median(final) -> float:
-    """The median final loss, a non-finite run counting as ``inf``."""
-    final = np.asarray(final, dtype=np.float64)
-    return float(np.median(np.where(np.isfinite(final), final, np.inf)))
 
 
 def mixture() -> tasks.Mixture:
@@ -104,31 +98,17 @@ def mixture() -> tasks.Mixture:
 
 
 def adam_references(num_tasks: int) -> dict[str, dict[str, float]]:
-    """Tuned Adam on each validation problem (tuned on training-split tasks)."""
-    out = {}
-    for name, (family, steps) in VALIDATION.items():
-        tune = evaluation.task_keys(7, 4, "train")
-        best, _ = evaluation.tune_learning_rate(family, optax.adam, tune, steps, grid=ADAM_GRID)
-        final = evaluation.train_curves(
-            family, optax.adam(best), evaluation.task_keys(7, num_tasks, "validation"), steps
-        ).final
-        out[name] = {"learning_rate": best, "final": _median(final)}
-    return out
+    """Tuned Adam on each validation problem (tuned on 4 training-split tasks)."""
+    return evaluation.adam_references(
+        SUITE, seed=SEED, num_tasks=num_tasks, tune_tasks=4, grid=ADAM_GRID
+    )
 
 
 def validate(optimizer, meta_params, adam, num_tasks: int) -> dict[str, float]:
     """Median validation final loss per problem and the clipped mean log ratio to tuned Adam."""
-    out: dict[str, float] = {}
-    logs = []
-    for name, (family, steps) in VALIDATION.items():
-        keys = evaluation.task_keys(7, num_tasks, "validation")
-        final = evaluation.learned_curves(family, optimizer, meta_params, keys, steps).final
-        loss = _median(final)
-        out[name] = loss
-        ratio = loss / adam[name]["final"] if math.isfinite(loss) else math.inf
-        logs.append(min(max(math.log(max(ratio, 1e-30)), -CLIP), CLIP))
-    out["score"] = float(np.mean(logs))
-    return out
+    result = evaluation.score(SUITE, (optimizer, meta_params), adam, seed=SEED, num_tasks=num_tasks)
+    out = {name: entry["final"] for name, entry in result["per_problem"].items()}
+    return {**out, "score": result["score"]}
 
 
 def main(argv: list[str] | None = None) -> None:
