@@ -64,14 +64,13 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as common
-import train_generalist as generalist
+import ablation
 
 import learned_opt as lo
 from learned_opt import evaluation
@@ -347,9 +346,8 @@ def control() -> tuple[lo.LSTMOptimizer, Any]:
     """The untrained control: the generalist's optimizer (``train_generalist.OPTIMIZER``, its
     direction normalised per tensor to Adam's step, ``update_norm="adam"``) with its output
     layer's weights and bias at zero, which makes it exactly Adam at its built-in step size."""
-    optimizer = lo.LSTMOptimizer(**generalist.OPTIMIZER, update_norm="adam")
-    meta_params = optimizer.init(jax.random.key(0))
-    return optimizer, {**meta_params, "out": jax.tree.map(jnp.zeros_like, meta_params["out"])}
+    optimizer = ablation.optimizer_of("adam")
+    return optimizer, ablation.zeroed(optimizer.init(jax.random.key(0)))
 
 
 def rival(name: str) -> evaluation.Learned:

@@ -137,3 +137,9 @@ def test_an_interval_that_excludes_1_only_by_rounding_is_a_tie():
     assert result.high is not None and result.high < 1.0 and result.verdict == "tie"
     result = evaluation.paired_ratio_interval(a * 0.99, a, n_resamples=999)
     assert result.verdict == "win"
+
+
+def test_timing_nothing_is_refused_with_one_line():
+    with pytest.raises(ValueError) as error:
+        evaluation.time_interleaved({}, rounds=2)
+    assert str(error.value) == "calls: expected at least one call to time, got none"

@@ -122,6 +122,8 @@ def time_interleaved(
     """
     if rounds < 1:
         raise ValueError(f"rounds: expected at least 1, got {rounds}")
+    if not calls:
+        raise ValueError("calls: expected at least one call to time, got none")
     for call in calls.values():
         for _ in range(warmup):
             jax.block_until_ready(call())
