@@ -52,6 +52,9 @@ from _common import fmt
 
 from learned_opt.meta.unroll import InnerState
 
+# It reports compile times: they must be compilations, not loads from the cache _common enables.
+lo.enable_compilation_cache("off")
+
 PyTree = Any
 
 SECTION = "meta_throughput"

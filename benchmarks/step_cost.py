@@ -50,6 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from _common import fmt
 
+# It reports first-call times: they must be compilations, not loads from the cache _common enables.
+lo.enable_compilation_cache("off")
+
 PyTree = Any
 
 SECTION = "step_cost"

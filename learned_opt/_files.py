@@ -48,7 +48,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     flushed to disk), are flushed to disk, renamed over ``path``, and the folder's entry is
     flushed too, so the new file survives a crash once this returns. The file gets the usual
     permissions of a new file (``0o666`` less the process umask, which is never changed); an
-    existing file keeps nothing of its own. Every file the package writes goes through here.
+    existing file keeps nothing of its own.
 
     Args:
         path: the file to write.

@@ -64,8 +64,12 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> Path
     name = "path"
     if path is None:
         name, path = ENV_VAR, os.environ.get(ENV_VAR)
-        if path is None:
-            path = default_cache_dir()
+        if path is None:  # the default folder: a home that cannot hold it turns the cache off
+            try:
+                path = default_cache_dir()
+                path.mkdir(parents=True, exist_ok=True)
+            except (OSError, RuntimeError):
+                path = "off"
     text = os.fspath(path) if isinstance(path, str | os.PathLike) else None
     if not isinstance(text, str):
         expected = "expected a folder path, 'off' or None"

@@ -194,6 +194,7 @@ def test_the_command_line_on_two_processes_writes_the_run_of_one(tmp_path, capsy
         (["--num-processes", "2", "--process-id", "2"], "--process-id: expected an integer below"),
         (["--coordinator", "localhost"], "--coordinator: expected HOST:PORT, got 'localhost'"),
         (["--num-processes", "0"], "--num-processes: expected an integer >= 1, got 0"),
+        (["--num-processes", "2", "--process-id", "1"], "--distributed: "),
     ],
 )
 def test_bad_multi_host_options_are_refused_in_one_line(tmp_path, capsys, options, message):

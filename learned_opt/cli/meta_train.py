@@ -227,7 +227,10 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
         )
     import jax
 
-    jax.distributed.initialize(**given)
+    try:
+        jax.distributed.initialize(**given)
+    except (ValueError, RuntimeError) as e:  # JAX's word on a missing or unusable setting
+        raise UsageError(f"--distributed: {e}") from e
 
 
 def _sync(name: str) -> None:
